@@ -1,0 +1,145 @@
+//! The runtime's face to the API layer: a cheap, cloneable handle that turns client requests
+//! into messages to the one event loop and waits for their answers.
+//!
+//! Invariant: nothing here touches Raft or the store directly; every request is a message to
+//! the loop (bounded queue: `requests_queued_max`; when it is full the caller gets
+//! `NodeError::Unavailable` at once, never a hang).
+
+use bytes::Bytes;
+
+use crate::kv::command::{Applied, Idempotency, Op};
+use crate::raft::{Index, NodeId, Role, Term};
+
+/// How a read is served (API.md §3, §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// ReadIndex (thesis §6.4): confirmed leadership, then served at or after the read index.
+    Linearizable,
+    /// Served by a leader holding a lease (thesis §6.4.1) without a confirmation round.
+    Lease,
+    /// Served from this node's applied state, whatever its age.
+    Stale,
+}
+
+/// What every KV answer reports in its headers (API.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerMeta {
+    pub node_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: Term,
+    /// The commit index the answer reflects.
+    pub raft_index: Index,
+}
+
+/// One key as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Bytes,
+    pub value: Bytes,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+}
+
+/// A page of a prefix listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// The store's revision (last applied index) when the page was read.
+    pub revision: u64,
+    pub items: Vec<KeyValue>,
+    pub more: bool,
+}
+
+/// A member as shown in `/v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub address: String,
+    pub port: u16,
+    /// "host:port"
+    pub rest: String,
+    pub voter: bool,
+    /// Known only on the leader.
+    pub match_index: Option<Index>,
+}
+
+/// A node's view of itself, refreshed by the loop every turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub term: Term,
+    /// The leader's id and its REST "host:port".
+    pub leader: Option<(NodeId, String)>,
+    pub commit_index: Index,
+    pub applied_index: Index,
+    pub last_log_index: Index,
+    pub snapshot_index: Index,
+    pub members: Vec<MemberStatus>,
+    /// True once a leader is known and everything committed at start-up is applied (`/ready`).
+    pub ready: bool,
+}
+
+/// Why a request did not get an answer from the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// This node is not the leader; `leader` is the one it knows (id, REST "host:port"). The
+    /// API layer forwards the request there, or answers 307 with `?redirect=true`. Nothing was
+    /// applied.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// No leader or no quorum, or the loop's queue is full: NOT applied (503).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Proposed, but its commit was not seen within `request_timeout_ms`: outcome unknown (504).
+    #[error("timed out; outcome unknown")]
+    Timeout,
+}
+
+/// Cloneable handle to the runtime. Every method is cancel-safe: dropping the future abandons
+/// the wait, never the write (a proposed write may still be applied).
+#[derive(Clone)]
+pub struct NodeHandle {
+    // The runtime fills this in.
+}
+
+impl NodeHandle {
+    /// Propose a write and wait until it is applied (success), known lost (Unavailable), or
+    /// the request timeout passes (Timeout).
+    pub async fn write(
+        &self,
+        op: Op,
+        idempotency: Option<Idempotency>,
+    ) -> Result<(Applied, AnswerMeta), NodeError> {
+        let _ = (op, idempotency);
+        todo!()
+    }
+
+    /// Read one key at the given consistency.
+    pub async fn get(
+        &self,
+        key: Bytes,
+        consistency: Consistency,
+    ) -> Result<(Option<KeyValue>, AnswerMeta), NodeError> {
+        let _ = (key, consistency);
+        todo!()
+    }
+
+    /// List keys with `prefix`, sorted by key bytes, strictly after `start_after` when given,
+    /// at most `limit` items.
+    pub async fn list(
+        &self,
+        prefix: Bytes,
+        start_after: Option<Bytes>,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<(ListPage, AnswerMeta), NodeError> {
+        let _ = (prefix, start_after, limit, consistency);
+        todo!()
+    }
+
+    /// The latest status the loop published (cheap: no message to the loop).
+    pub fn status(&self) -> Status {
+        todo!()
+    }
+}
