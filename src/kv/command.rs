@@ -110,7 +110,9 @@ const OP_DELETE: u8 = 2;
 const OP_TICK: u8 = 3;
 
 impl Command {
-    /// The version-1 encoding described above.
+    /// The version-1 encoding described above. The caller (the API layer) has checked the
+    /// Idempotency-Key length: a key outside 1..=128 bytes would encode but not decode, and
+    /// the entry would then apply as a no-op on every member.
     pub fn encode(&self) -> Vec<u8> {
         let (key_len, value_len) = match &self.op {
             Op::Put { key, value, .. } => (key.len(), value.len()),
