@@ -21,6 +21,8 @@ mod kv;
 mod metrics;
 mod parse;
 mod router;
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
