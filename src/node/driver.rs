@@ -128,7 +128,9 @@ impl Driver {
             entries: recovered.entries,
         };
         let core = RaftNode::new(core_config(&opts), restored);
-        let store = Store::new(opts.idempotency_window_s);
+        let store = Store::new(crate::kv::store::StoreConfig::with_window_s(
+            opts.idempotency_window_s,
+        ));
         Ok(Driver {
             next_housekeeping: Instant::now()
                 + Duration::from_millis(opts.housekeeping_interval_ms),
