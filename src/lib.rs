@@ -4,6 +4,7 @@
 //! machine), `node` (the runtime that ties them together), `transport` and `api` (the edges).
 
 pub mod api;
+pub mod client;
 pub mod kv;
 pub mod node;
 pub mod raft;
