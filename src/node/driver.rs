@@ -466,7 +466,7 @@ impl Driver {
     }
 
     fn transferring(&self) -> bool {
-        self.core.role() == Role::Leader && self.opts.voters.len() > 1
+        self.core.transferring_to().is_some()
     }
 }
 
