@@ -17,11 +17,11 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::kv::command::{Command, Idempotency, Op};
-use crate::kv::store::Store;
+use crate::kv::{Store, StoreConfig};
 use crate::raft::{
     Config, Index, Message, NodeId, ProposeError, RaftNode, ReadError, ReadId, Restored, Role,
 };
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::{Storage, StorageError, StorageOptions};
 use crate::transport::{Transport, TransportStats};
 
 use super::handle::{AnswerMeta, Consistency, NodeError, Status};
@@ -98,9 +98,9 @@ pub(super) fn run_on_this_thread(
 }
 
 impl Driver {
-    /// Open storage and rebuild the core from what it recovered. The store starts empty: the
-    /// core hands every committed entry again once it learns the commit index, and they are
-    /// re-applied in order (snapshots come with the snapshot issue).
+    /// Open storage and rebuild the core from what it recovered. The store starts from the
+    /// latest snapshot (or empty): the core hands every committed entry after it again once it
+    /// learns the commit index, and they are re-applied in order.
     fn recover(parts: Parts) -> Result<Driver, NodeStartError> {
         let opts = parts.opts;
         let storage_options = StorageOptions {
@@ -111,26 +111,37 @@ impl Driver {
         for repair in &recovered.repairs {
             tracing::warn!(node = %opts.id, "storage repair: {repair}");
         }
-        if recovered.snapshot.is_some() {
-            return Err(NodeStartError::Options(
-                "data directory holds a snapshot; this version cannot restore snapshots".into(),
-            ));
-        }
+        let config = StoreConfig::with_window_s(opts.idempotency_window_s);
+        let (store, snapshot) = match recovered.snapshot {
+            Some((meta, data)) => {
+                let store = Store::restore_with(config, &data).map_err(|e| {
+                    NodeStartError::Storage(StorageError::Corrupt {
+                        path: opts.data_dir.clone(),
+                        offset: 0,
+                        reason: format!("snapshot does not decode: {e}"),
+                    })
+                })?;
+                (store, Some(meta))
+            }
+            None => (Store::new(config), None),
+        };
+        let snapshot_index = snapshot
+            .as_ref()
+            .map(|m| m.last_included_index)
+            .unwrap_or_default();
         tracing::info!(
             node = %opts.id,
             term = %recovered.hard_state.current_term,
+            snapshot_index = %snapshot_index,
             entries = recovered.entries.len(),
             "recovered"
         );
         let restored = Restored {
             hard_state: recovered.hard_state,
-            snapshot: None,
+            snapshot,
             entries: recovered.entries,
         };
         let core = RaftNode::new(core_config(&opts), restored);
-        let store = Store::new(crate::kv::store::StoreConfig::with_window_s(
-            opts.idempotency_window_s,
-        ));
         Ok(Driver {
             next_housekeeping: Instant::now()
                 + Duration::from_millis(opts.housekeeping_interval_ms),
@@ -147,8 +158,8 @@ impl Driver {
             reads: PendingReads::default(),
             read_batch: Vec::new(),
             next_read_id: 1,
-            last_applied: Index(0),
-            snapshot_index: Index(0),
+            last_applied: snapshot_index,
+            snapshot_index,
             startup_commit: None,
             last_stamp_ms: 0,
         })
@@ -275,6 +286,16 @@ impl Driver {
         if self.core.role() != Role::Leader {
             let leader = self.leader_addr();
             return refuse(reply, NodeError::NotLeader { leader });
+        }
+        // A retry whose answer is already applied is answered from the store without a new
+        // entry: the record is committed state, so the answer is the one the first got.
+        if let Some(idem) = &idempotency
+            && let Some(applied) = self.store.replay(idem)
+        {
+            if let Some(r) = reply {
+                let _ = r.send(Ok((applied, self.meta())));
+            }
+            return;
         }
         let cmd = Command {
             leader_time_ms: self.stamp_ms(),
@@ -445,7 +466,7 @@ impl Driver {
     }
 
     fn transferring(&self) -> bool {
-        self.core.role() == Role::Leader && self.opts.voters.len() > 1
+        self.core.transferring_to().is_some()
     }
 }
 

@@ -178,7 +178,7 @@ impl NodeStartError {
     /// The process exit code the binary should use.
     pub fn exit_code(&self) -> i32 {
         match self {
-            NodeStartError::Storage(_) => 3,
+            NodeStartError::Storage(e) => e.exit_code(),
             NodeStartError::Options(_) => 2,
             _ => 1,
         }

@@ -4,12 +4,20 @@
 //! No I/O, no clock, no global RNG lives here: the runtime passes in ticks, messages and
 //! proposals, and drains a `Ready` (see `node.rs` for the contract and its execution order).
 
+mod election;
+mod log;
 pub mod message;
 pub mod node;
+pub mod progress;
+pub mod quorum;
+pub mod read_index;
+mod replication;
+mod role;
 pub mod types;
 
 pub use message::{Message, MessageBody, ReadId};
 pub use node::{
-    Config, ProposeError, RaftNode, ReadError, ReadFailure, ReadState, Ready, Restored, SoftState,
+    Config, ConfigError, ProposeError, RaftNode, ReadError, ReadFailure, ReadState, Ready,
+    Restored, SoftState,
 };
 pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotMeta, Term};

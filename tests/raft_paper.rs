@@ -1,0 +1,649 @@
+//! One test per rule of the Raft paper ("In Search of an Understandable Consensus Algorithm")
+//! and Ongaro's thesis, in the spirit of etcd's raft_paper_test: each test names the rule it
+//! checks and would fail if the core broke that rule.
+//!
+//! The harness is deliberately tiny: a few nodes wired by handing each `Ready`'s messages to
+//! their recipients synchronously, persisting by reporting `persisted` right away. The seeded
+//! simulator with faults is `tests/simulation.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use rocinante::raft::{
+    Config, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ProposeError,
+    RaftNode, ReadFailure, ReadId, Ready, Restored, Role, Term,
+};
+
+fn id(n: u64) -> NodeId {
+    NodeId(n)
+}
+
+fn ids(n: u64) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+fn config(me: u64, n: u64) -> Config {
+    Config::new(id(me), ids(n), 1000 + me)
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term: Term(term),
+        index: Index(index),
+        kind: EntryKind::Normal,
+        data: Bytes::from(format!("{index}/{term}")),
+    }
+}
+
+/// A node restored with `log` (terms of entries 1..) at `term`.
+fn restored_node(cfg: Config, term: u64, log_terms: &[u64]) -> RaftNode {
+    let entries = log_terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| entry(i as u64 + 1, t))
+        .collect();
+    let restored = Restored {
+        hard_state: HardState {
+            current_term: Term(term),
+            voted_for: None,
+        },
+        snapshot: None,
+        entries,
+    };
+    RaftNode::new(cfg, restored)
+}
+
+/// Run one `Ready` the way the runtime does (persist is instantaneous here) and return it.
+fn drive(node: &mut RaftNode) -> Ready {
+    let rd = node.ready();
+    if let Some(last) = rd.entries.last() {
+        node.persisted(last.index, last.term);
+    }
+    if let Some(last) = rd.committed_entries.last() {
+        node.applied(last.index);
+    }
+    rd
+}
+
+/// All messages of a Ready, in send order.
+fn msgs(rd: &Ready) -> Vec<Message> {
+    rd.messages_before_persist
+        .iter()
+        .chain(rd.messages.iter())
+        .cloned()
+        .collect()
+}
+
+fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        from: id(from),
+        to: id(to),
+        term: Term(term),
+        body,
+    }
+}
+
+fn append(prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> MessageBody {
+    MessageBody::AppendEntries {
+        prev_log_index: Index(prev.0),
+        prev_log_term: Term(prev.1),
+        entries,
+        leader_commit: Index(commit),
+        read_seq: 0,
+    }
+}
+
+fn vote(pre_vote: bool, last: (u64, u64)) -> MessageBody {
+    MessageBody::RequestVote {
+        pre_vote,
+        last_log_index: Index(last.0),
+        last_log_term: Term(last.1),
+        leadership_transfer: false,
+    }
+}
+
+fn tick_n(node: &mut RaftNode, n: u64) {
+    for _ in 0..n {
+        node.tick();
+    }
+}
+
+/// Nodes wired together synchronously, with optional cut links and a record of what each
+/// node applied.
+struct Cluster {
+    nodes: BTreeMap<NodeId, RaftNode>,
+    /// Directed links that drop every message.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+    reads: BTreeMap<NodeId, Vec<(ReadId, Index)>>,
+    failed: BTreeMap<NodeId, Vec<(ReadId, ReadFailure)>>,
+    /// Every message delivered, for counting.
+    delivered: Vec<Message>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        Cluster::with(n, |_| {})
+    }
+
+    fn with(n: u64, tweak: impl Fn(&mut Config)) -> Cluster {
+        let nodes = (1..=n)
+            .map(|i| {
+                let mut cfg = config(i, n);
+                tweak(&mut cfg);
+                (id(i), RaftNode::new(cfg, Restored::default()))
+            })
+            .collect();
+        Cluster {
+            nodes,
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            delivered: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, n: u64) -> &mut RaftNode {
+        self.nodes.get_mut(&id(n)).expect("node exists")
+    }
+
+    fn isolate(&mut self, n: u64) {
+        for &other in self.nodes.keys() {
+            if other != id(n) {
+                self.cut.insert((id(n), other));
+                self.cut.insert((other, id(n)));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Drain every node's Ready and deliver messages until the cluster is quiet.
+    fn settle(&mut self) {
+        let mut queue: VecDeque<Message> = VecDeque::new();
+        for _round in 0..10_000 {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for nid in ids {
+                let node = self.nodes.get_mut(&nid).expect("node exists");
+                if !node.has_ready() {
+                    continue;
+                }
+                let rd = drive(node);
+                queue.extend(msgs(&rd));
+                self.applied
+                    .entry(nid)
+                    .or_default()
+                    .extend(rd.committed_entries);
+                let reads = rd.read_states.iter().map(|r| (r.id, r.index));
+                self.reads.entry(nid).or_default().extend(reads);
+                self.failed.entry(nid).or_default().extend(rd.failed_reads);
+            }
+            if queue.is_empty() {
+                return;
+            }
+            while let Some(m) = queue.pop_front() {
+                if self.cut.contains(&(m.from, m.to)) {
+                    continue;
+                }
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    self.delivered.push(m.clone());
+                    node.step(m);
+                }
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    fn tick_all(&mut self, n: u64) {
+        for _ in 0..n {
+            for node in self.nodes.values_mut() {
+                node.tick();
+            }
+            self.settle();
+        }
+    }
+
+    /// Elect node `n` by making it campaign.
+    fn elect(&mut self, n: u64) {
+        self.node(n).campaign();
+        self.settle();
+        assert_eq!(
+            self.node(n).role(),
+            Role::Leader,
+            "node {n} should have won"
+        );
+    }
+
+    fn leaders(&self) -> Vec<NodeId> {
+        let leaders = self.nodes.values().filter(|n| n.role() == Role::Leader);
+        leaders.map(|n| n.id()).collect()
+    }
+
+    fn propose(&mut self, n: u64, data: &str) -> (Index, Term) {
+        let r = self.node(n).propose(Bytes::from(data.to_string()));
+        r.expect("leader accepts the proposal")
+    }
+
+    fn applied_data(&self, n: u64) -> Vec<Bytes> {
+        let applied = self.applied.get(&id(n)).cloned().unwrap_or_default();
+        let normal = applied.into_iter().filter(|e| e.kind == EntryKind::Normal);
+        normal.map(|e| e.data).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.1 Terms
+// ---------------------------------------------------------------------------------------------
+
+// Reference: §5.1 "If a server receives a request with a stale term number, it rejects the
+// request" and "current terms are exchanged whenever servers communicate; if one server's
+// current term is smaller than the other's, then it updates its current term to the larger".
+#[test]
+fn follower_updates_term_from_higher_term_message() {
+    let mut n = RaftNode::new(config(1, 3), Restored::default());
+    n.step(msg(2, 1, 5, append((0, 0), vec![], 0)));
+    assert_eq!(n.term(), Term(5));
+    assert_eq!(n.role(), Role::Follower);
+    assert_eq!(n.leader(), Some(id(2)));
+    let rd = drive(&mut n);
+    assert_eq!(rd.hard_state.map(|h| h.current_term), Some(Term(5)));
+}
+
+// Reference: §5.1 "If a candidate or leader discovers that its term is out of date, it
+// immediately reverts to follower state."
+#[test]
+fn candidate_and_leader_step_down_on_higher_term() {
+    let mut cfg = config(1, 3);
+    cfg.pre_vote = false;
+    let mut cand = RaftNode::new(cfg, Restored::default());
+    cand.campaign();
+    assert_eq!(cand.role(), Role::Candidate);
+    cand.step(msg(2, 1, 7, append((0, 0), vec![], 0)));
+    assert_eq!((cand.role(), cand.term()), (Role::Follower, Term(7)));
+
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    let newer = MessageBody::AppendEntriesResponse {
+        success: false,
+        last_index: Index(0),
+        conflict_index: Index(0),
+        conflict_term: Term(0),
+        read_seq: 0,
+    };
+    c.node(1).step(msg(3, 1, term.0 + 1, newer));
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert_eq!(c.node(1).term(), term.next());
+}
+
+// Reference: §5.1 "If a server receives a request with a stale term number, it rejects the
+// request." The answer carries the newer term so the stale leader steps down.
+#[test]
+fn stale_term_append_is_rejected_with_current_term() {
+    let mut n = restored_node(config(1, 3), 4, &[1, 2]);
+    n.step(msg(2, 1, 3, append((2, 2), vec![entry(3, 3)], 3)));
+    assert_eq!(n.last_index(), Index(2), "stale entries are not appended");
+    let rd = drive(&mut n);
+    let out = msgs(&rd);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].term, Term(4));
+    assert!(matches!(
+        out[0].body,
+        MessageBody::AppendEntriesResponse { success: false, .. }
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.2 Leader election
+// ---------------------------------------------------------------------------------------------
+
+// Reference: §5.2 "If a follower receives no communication over a period of time called the
+// election timeout, then it ... begins an election ... increments its current term and
+// transitions to candidate state ... votes for itself and issues RequestVote RPCs".
+#[test]
+fn follower_starts_election_on_timeout() {
+    let mut cfg = config(1, 3);
+    cfg.pre_vote = false;
+    let max = cfg.election_ticks_max;
+    let mut n = RaftNode::new(cfg, Restored::default());
+    tick_n(&mut n, max);
+    assert_eq!((n.role(), n.term()), (Role::Candidate, Term(1)));
+    let rd = drive(&mut n);
+    let hs = rd.hard_state.expect("term and vote must be persisted");
+    assert_eq!(hs.voted_for, Some(id(1)));
+    let mut to: Vec<u64> = rd.messages.iter().map(|m| m.to.0).collect();
+    to.sort();
+    assert_eq!(to, vec![2, 3]);
+    assert!(
+        rd.messages_before_persist.is_empty(),
+        "votes leave after the fsync"
+    );
+    assert!(rd.messages.iter().all(|m| matches!(
+        m.body,
+        MessageBody::RequestVote {
+            pre_vote: false,
+            ..
+        }
+    )));
+}
+
+// Reference: §5.2 "Raft uses randomized election timeouts ... chosen randomly from a fixed
+// interval". Timeouts stay within [min, max) and differ between nodes/seeds.
+#[test]
+fn election_timeout_is_randomized_within_range() {
+    let mut seen = BTreeSet::new();
+    for seed in 0..40 {
+        let mut cfg = config(1, 3);
+        cfg.pre_vote = false;
+        cfg.seed = seed;
+        let (min, max) = (cfg.election_ticks_min, cfg.election_ticks_max);
+        let mut n = RaftNode::new(cfg, Restored::default());
+        let mut ticks = 0;
+        while n.role() == Role::Follower {
+            n.tick();
+            ticks += 1;
+            assert!(ticks < max, "seed {seed}: no election by max ticks");
+        }
+        assert!(ticks >= min, "seed {seed}: election before min ticks");
+        seen.insert(ticks);
+    }
+    assert!(seen.len() > 3, "timeouts are not randomized: {seen:?}");
+}
+
+// Reference: §5.2 "A candidate wins an election if it receives votes from a majority of the
+// servers in the full cluster for the same term."
+#[test]
+fn candidate_becomes_leader_on_majority() {
+    let mut c = Cluster::new(3);
+    c.isolate(3);
+    c.elect(1);
+    assert_eq!(c.leaders(), vec![id(1)]);
+    assert_eq!(c.node(2).leader(), Some(id(1)));
+}
+
+// Reference: §5.2 a candidate that cannot get a majority does not become leader, and once a
+// majority rejected it, it returns to follower (it cannot win this term).
+#[test]
+fn candidate_without_majority_does_not_win() {
+    let mut c = Cluster::with(3, |cfg| cfg.pre_vote = false);
+    c.isolate(1);
+    c.node(1).campaign();
+    c.settle();
+    assert_eq!(c.node(1).role(), Role::Candidate);
+    let mut n = RaftNode::new(
+        Config {
+            pre_vote: false,
+            ..config(1, 3)
+        },
+        Restored::default(),
+    );
+    n.campaign();
+    let no = MessageBody::RequestVoteResponse {
+        pre_vote: false,
+        vote_granted: false,
+    };
+    n.step(msg(2, 1, 1, no.clone()));
+    n.step(msg(3, 1, 1, no));
+    assert_eq!(n.role(), Role::Follower);
+    assert_eq!(n.term(), Term(1));
+}
+
+// Reference: §5.2 "Each server will vote for at most one candidate in a given term, on a
+// first-come-first-served basis."
+#[test]
+fn vote_once_per_term() {
+    let mut n = RaftNode::new(config(1, 3), Restored::default());
+    n.step(msg(2, 1, 1, vote(false, (0, 0))));
+    n.step(msg(3, 1, 1, vote(false, (0, 0))));
+    n.step(msg(2, 1, 1, vote(false, (0, 0))));
+    let rd = drive(&mut n);
+    assert_eq!(rd.hard_state.and_then(|h| h.voted_for), Some(id(2)));
+    let grants: Vec<(u64, bool)> = rd
+        .messages
+        .iter()
+        .map(|m| match m.body {
+            MessageBody::RequestVoteResponse { vote_granted, .. } => (m.to.0, vote_granted),
+            _ => panic!("unexpected {m:?}"),
+        })
+        .collect();
+    assert_eq!(grants, vec![(2, true), (3, false), (2, true)]);
+    assert!(
+        rd.messages_before_persist.is_empty(),
+        "grants wait for the vote's fsync"
+    );
+}
+
+// Reference: §5.4.1 "the voter denies its vote if its own log is more up-to-date than that of
+// the candidate ... If the logs have last entries with different terms, then the log with the
+// later term is more up-to-date. If the logs end with the same term, then whichever log is
+// longer is more up-to-date."
+#[test]
+fn reject_vote_for_out_of_date_log() {
+    let cases = [
+        ((3, 1), false), // older last term, longer log
+        ((2, 2), false), // same last term, shorter log
+        ((3, 2), true),  // same last term, same length
+        ((1, 3), true),  // newer last term, shorter log
+    ];
+    for (last, want) in cases {
+        let mut n = restored_node(config(1, 3), 2, &[1, 2, 2]);
+        n.step(msg(2, 1, 3, vote(false, last)));
+        let rd = drive(&mut n);
+        let granted = rd.messages.iter().any(|m| {
+            matches!(
+                m.body,
+                MessageBody::RequestVoteResponse {
+                    vote_granted: true,
+                    ..
+                }
+            )
+        });
+        assert_eq!(granted, want, "candidate last (index, term) = {last:?}");
+    }
+}
+
+// Reference: §5.2 "If many followers become candidates at the same time, votes could be split
+// ... each candidate will time out and start a new election by incrementing its term".
+#[test]
+fn candidate_restarts_election_on_timeout() {
+    let mut cfg = config(1, 3);
+    cfg.pre_vote = false;
+    let max = cfg.election_ticks_max;
+    let mut n = RaftNode::new(cfg, Restored::default());
+    n.campaign();
+    assert_eq!(n.term(), Term(1));
+    tick_n(&mut n, max);
+    assert_eq!((n.role(), n.term()), (Role::Candidate, Term(2)));
+}
+
+// Reference: §5.2 "Leaders send periodic heartbeats (AppendEntries RPCs that carry no log
+// entries) to all followers in order to maintain their authority."
+#[test]
+fn leader_sends_heartbeats() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let hb = c.node(1).config().heartbeat_ticks;
+    tick_n(c.node(1), hb);
+    let rd = drive(c.node(1));
+    let mut to: Vec<u64> = rd
+        .messages_before_persist
+        .iter()
+        .filter(
+            |m| matches!(&m.body, MessageBody::AppendEntries { entries, .. } if entries.is_empty()),
+        )
+        .map(|m| m.to.0)
+        .collect();
+    to.sort();
+    assert_eq!(to, vec![2, 3]);
+}
+
+// Reference: §5.2 "A server remains in follower state as long as it receives valid RPCs from a
+// leader or candidate."
+#[test]
+fn heartbeats_keep_followers_from_timing_out() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.tick_all(100);
+    assert_eq!(c.leaders(), vec![id(1)]);
+    assert_eq!(c.node(2).term(), term);
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5.3 Log replication, §5.4 Safety
+// ---------------------------------------------------------------------------------------------
+
+// Reference: §5.3 "Once a leader has been elected ... it appends the command to its log as a
+// new entry, then issues AppendEntries RPCs ... When the entry has been safely replicated ...
+// the leader applies the entry to its state machine" and followers apply committed entries.
+#[test]
+fn leader_replicates_and_commits() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let (index, term) = c.propose(1, "x=1");
+    c.settle();
+    assert_eq!(c.node(1).commit_index(), index);
+    c.tick_all(2); // a heartbeat carries the new commit_index to followers
+    for n in 1..=3 {
+        assert_eq!(c.applied_data(n), vec![Bytes::from("x=1")], "node {n}");
+        let e = c.node(n).entries(index, index);
+        assert_eq!(e[0].term, term);
+    }
+}
+
+// Reference: §5.4.2 / §8 "a leader ... commit[s] a blank no-op entry into the log at the start
+// of its term".
+#[test]
+fn new_leader_appends_noop() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let last = c.node(1).last_index();
+    let e = c.node(1).entries(last, last);
+    assert_eq!(e[0].kind, EntryKind::Noop);
+    assert_eq!(e[0].term, c.node(1).term());
+    assert_eq!(c.node(1).commit_index(), last, "the no-op commits");
+}
+
+// Reference: thesis §10.2.1 the leader may send entries before its own fsync, but counts
+// itself toward the commit quorum only for what it has persisted. A lone voter therefore
+// commits only after `persisted`.
+#[test]
+fn single_node_commits_only_after_persistence() {
+    let mut n = RaftNode::new(config(1, 1), Restored::default());
+    n.campaign();
+    assert_eq!(n.role(), Role::Leader);
+    let rd = n.ready();
+    let noop = rd
+        .entries
+        .last()
+        .cloned()
+        .expect("the no-op is to be persisted");
+    assert_eq!(n.commit_index(), Index(0), "nothing is durable yet");
+    n.persisted(noop.index, noop.term);
+    assert_eq!(n.commit_index(), noop.index);
+    let (idx, term) = n.propose(Bytes::from("a")).expect("leader");
+    let rd = n.ready();
+    assert!(rd.committed_entries.iter().all(|e| e.index < idx));
+    n.persisted(idx, term);
+    let rd = n.ready();
+    assert_eq!(rd.committed_entries.last().map(|e| e.index), Some(idx));
+}
+
+// Reference: thesis §10.2.1: with 3 nodes, one follower's ack and the leader's own persisted
+// entry make a quorum; the leader's entry sent but not yet persisted does not count.
+#[test]
+fn leader_counts_itself_only_for_persisted_entries() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    let (idx, term) = c.propose(1, "a");
+    // Deliver the AppendEntries to node 2 before the leader reports its own fsync.
+    let rd = c.node(1).ready();
+    assert!(!rd.entries.is_empty());
+    for m in rd.messages_before_persist {
+        if m.to == id(2) {
+            c.node(2).step(m);
+        }
+    }
+    let ack = msgs(&drive(c.node(2)));
+    for m in ack {
+        c.node(1).step(m);
+    }
+    assert!(
+        c.node(1).commit_index() < idx,
+        "only follower 2 has it durable: not a quorum of 3"
+    );
+    c.node(1).persisted(idx, term);
+    assert_eq!(
+        c.node(1).commit_index(),
+        idx,
+        "leader + follower 2 are a quorum"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thesis §9.6 Pre-vote, §6.2 / §4.2.3 check-quorum
+// ---------------------------------------------------------------------------------------------
+
+// Reference: thesis §9.6 "a candidate would first ask other servers whether its log was
+// up-to-date enough to get their vote ... the Pre-Vote ... doesn't increment its term".
+#[test]
+fn pre_vote_does_not_bump_term() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.isolate(3);
+    let max = c.node(3).config().election_ticks_max;
+    c.tick_all(max * 5);
+    assert_eq!(
+        c.node(3).term(),
+        term,
+        "an isolated node's pre-votes never win a term"
+    );
+    assert_eq!(c.node(3).role(), Role::PreCandidate);
+}
+
+// Reference: thesis §9.6 "when it rejoins the cluster, it still won't be able to increment its
+// term, since the other servers will have been receiving regular heartbeats from the leader":
+// a rejoining partitioned node does not depose a healthy leader.
+#[test]
+fn rejoining_node_does_not_disrupt_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.isolate(3);
+    c.tick_all(60);
+    c.heal();
+    c.tick_all(60);
+    assert_eq!(c.leaders(), vec![id(1)]);
+    assert_eq!(c.node(1).term(), term);
+    assert_eq!(c.node(3).leader(), Some(id(1)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Thesis §3.10 leadership transfer
+// ---------------------------------------------------------------------------------------------
+
+// Reference: thesis §3.10 "the prior leader sends a TimeoutNow request to the target server
+// ... the target server ... start[s] a new election" and proposals are held meanwhile.
+#[test]
+fn leadership_transfer_sends_timeout_now_and_target_wins() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.node(1).transfer_leadership(id(2));
+    assert_eq!(
+        c.node(1).propose(Bytes::from("x")),
+        Err(ProposeError::Transferring)
+    );
+    c.settle();
+    assert!(
+        c.delivered
+            .iter()
+            .any(|m| m.body == MessageBody::TimeoutNow && m.to == id(2))
+    );
+    assert_eq!(c.leaders(), vec![id(2)]);
+    assert_eq!(c.node(1).leader(), Some(id(2)));
+}
