@@ -126,7 +126,9 @@ fn report_snapshots(
     let _ = writeln!(out, "snapshots: {}", snapshots.len());
     let mut newest = Index(0);
     for (n, (index, path)) in snapshots.iter().enumerate() {
-        let name = path.display();
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into());
         if n + 1 < snapshots.len() {
             let _ = writeln!(
                 out,
