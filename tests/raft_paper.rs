@@ -119,6 +119,8 @@ struct Cluster {
     failed: BTreeMap<NodeId, Vec<(ReadId, ReadFailure)>>,
     /// Every message delivered, for counting.
     delivered: Vec<Message>,
+    /// Messages for which this returns true are dropped (on top of `cut`).
+    drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
 }
 
 impl Cluster {
@@ -141,7 +143,29 @@ impl Cluster {
             reads: BTreeMap::new(),
             failed: BTreeMap::new(),
             delivered: Vec::new(),
+            drop_if: None,
         }
+    }
+
+    /// A cluster of already-built nodes (restored logs, custom configs).
+    fn from_nodes(nodes: Vec<RaftNode>) -> Cluster {
+        let mut c = Cluster::new(0);
+        c.nodes = nodes.into_iter().map(|n| (n.id(), n)).collect();
+        c
+    }
+
+    /// Hand `msgs` to their recipients (respecting cuts), then settle.
+    fn deliver(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            if self.cut.contains(&(m.from, m.to)) {
+                continue;
+            }
+            if let Some(node) = self.nodes.get_mut(&m.to) {
+                self.delivered.push(m.clone());
+                node.step(m);
+            }
+        }
+        self.settle();
     }
 
     fn node(&mut self, n: u64) -> &mut RaftNode {
@@ -185,7 +209,9 @@ impl Cluster {
                 return;
             }
             while let Some(m) = queue.pop_front() {
-                if self.cut.contains(&(m.from, m.to)) {
+                if self.cut.contains(&(m.from, m.to))
+                    || self.drop_if.as_ref().is_some_and(|f| f(&m))
+                {
                     continue;
                 }
                 if let Some(node) = self.nodes.get_mut(&m.to) {
@@ -646,4 +672,241 @@ fn leadership_transfer_sends_timeout_now_and_target_wins() {
     );
     assert_eq!(c.leaders(), vec![id(2)]);
     assert_eq!(c.node(1).leader(), Some(id(2)));
+}
+
+fn ae_response(success: bool, last: u64, hint: (u64, u64), read_seq: u64) -> MessageBody {
+    MessageBody::AppendEntriesResponse {
+        success,
+        last_index: Index(last),
+        conflict_index: Index(hint.0),
+        conflict_term: Term(hint.1),
+        read_seq,
+    }
+}
+
+fn no_pre_vote(me: u64, n: u64) -> Config {
+    Config {
+        pre_vote: false,
+        ..config(me, n)
+    }
+}
+
+/// Node 1 elected leader of a 3-node cluster by hand (votes stepped in directly), with its
+/// no-op handed out and persisted but not yet sent anywhere.
+fn lone_leader(log_terms: &[u64], term: u64) -> RaftNode {
+    let mut n = restored_node(no_pre_vote(1, 3), term, log_terms);
+    n.campaign();
+    let yes = MessageBody::RequestVoteResponse {
+        pre_vote: false,
+        vote_granted: true,
+    };
+    n.step(msg(2, 1, term + 1, yes));
+    assert_eq!(n.role(), Role::Leader);
+    drive(&mut n);
+    n
+}
+
+fn appends_to(rd: &Ready, to: u64) -> Vec<Vec<Entry>> {
+    msgs(rd)
+        .into_iter()
+        .filter(|m| m.to == id(to))
+        .filter_map(|m| match m.body {
+            MessageBody::AppendEntries { entries, .. } => Some(entries),
+            _ => None,
+        })
+        .collect()
+}
+
+// Reference: §5.3 "If a follower's log is inconsistent with the leader's, the AppendEntries
+// consistency check will fail" — and the rejection carries the fast-backtracking hint.
+#[test]
+fn follower_rejects_on_log_mismatch_with_hint() {
+    let mut n = restored_node(config(1, 3), 3, &[1, 2, 2, 2]);
+    n.step(msg(2, 1, 3, append((4, 3), vec![entry(5, 3)], 5)));
+    assert_eq!(n.last_index(), Index(4));
+    let out = msgs(&drive(&mut n));
+    assert_eq!(out[0].body, ae_response(false, 4, (2, 2), 0));
+    n.step(msg(2, 1, 3, append((9, 3), vec![], 5)));
+    let out = msgs(&drive(&mut n));
+    assert_eq!(out[0].body, ae_response(false, 9, (5, 0), 0), "short log");
+}
+
+// Reference: §5.3 "If an existing entry conflicts with a new one (same index but different
+// terms), delete the existing entry and all that follow it"; "Append any new entries not
+// already in the log".
+#[test]
+fn follower_truncates_conflicting_entries() {
+    let mut n = restored_node(config(1, 3), 3, &[1, 1, 2, 2]);
+    n.step(msg(2, 1, 3, append((2, 1), vec![entry(3, 3)], 0)));
+    assert_eq!(n.last_index(), Index(3));
+    assert_eq!(n.entries(Index(3), Index(3))[0].term, Term(3));
+    let rd = drive(&mut n);
+    assert_eq!(rd.entries.first().map(|e| e.index), Some(Index(3)));
+    assert_eq!(msgs(&rd)[0].body, ae_response(true, 3, (0, 0), 0));
+    // Entries already present are not truncated by a stale, shorter AppendEntries (§5.3).
+    n.step(msg(2, 1, 3, append((1, 1), vec![entry(2, 1)], 0)));
+    assert_eq!(n.last_index(), Index(3));
+}
+
+// Reference: §5.3 "If leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index of
+// last new entry)".
+#[test]
+fn follower_commit_is_min_of_leader_commit_and_last_new_entry() {
+    let mut n = restored_node(config(1, 3), 2, &[1, 1, 1, 1]);
+    n.step(msg(2, 1, 2, append((1, 1), vec![entry(2, 1)], 4)));
+    assert_eq!(
+        n.commit_index(),
+        Index(2),
+        "entries 3 and 4 are not known to match"
+    );
+    n.step(msg(2, 1, 2, append((4, 1), vec![], 3)));
+    assert_eq!(n.commit_index(), Index(3));
+    let rd = drive(&mut n);
+    let applied: Vec<u64> = rd.committed_entries.iter().map(|e| e.index.0).collect();
+    assert_eq!(
+        applied,
+        vec![1, 2, 3],
+        "each committed entry handed out once, in order"
+    );
+    assert!(drive(&mut n).committed_entries.is_empty());
+}
+
+// Reference: §5.4.2 (figure 8) "Raft never commits log entries from previous terms by counting
+// replicas. Only log entries from the leader's current term are committed by counting".
+#[test]
+fn leader_commits_only_current_term_entries_by_counting() {
+    let mut n = lone_leader(&[1, 2], 2);
+    assert_eq!(n.term(), Term(3));
+    n.step(msg(2, 1, 3, ae_response(true, 2, (0, 0), 0)));
+    n.step(msg(3, 1, 3, ae_response(true, 2, (0, 0), 0)));
+    assert_eq!(
+        n.commit_index(),
+        Index(0),
+        "entry 2 is of term 2: not by counting"
+    );
+    n.step(msg(2, 1, 3, ae_response(true, 3, (0, 0), 0)));
+    assert_eq!(
+        n.commit_index(),
+        Index(3),
+        "the no-op of term 3 commits, and 2 with it"
+    );
+}
+
+// Reference: §5.3 the optimisation "the follower can include the term of the conflicting entry
+// and the first index it stores for that term ... one AppendEntries RPC will be required for
+// each term with conflicting entries, rather than one RPC per entry".
+#[test]
+fn fast_backtracking_reaches_match_in_few_round_trips() {
+    let mut leader_log = vec![1; 3];
+    leader_log.extend([4; 50]);
+    let mut stale_log = vec![1; 3];
+    stale_log.extend([2; 60]);
+    stale_log.extend([3; 40]);
+    let nodes = vec![
+        restored_node(no_pre_vote(1, 3), 4, &leader_log),
+        restored_node(no_pre_vote(2, 3), 4, &stale_log),
+        restored_node(no_pre_vote(3, 3), 4, &leader_log),
+    ];
+    let mut c = Cluster::from_nodes(nodes);
+    c.elect(1);
+    let rejections = c
+        .delivered
+        .iter()
+        .filter(|m| {
+            m.from == id(2)
+                && matches!(
+                    m.body,
+                    MessageBody::AppendEntriesResponse { success: false, .. }
+                )
+        })
+        .count();
+    assert!(
+        rejections <= 2,
+        "{rejections} round trips to find the match"
+    );
+    let last = c.node(1).last_index();
+    assert_eq!(c.node(2).last_index(), last);
+    assert_eq!(
+        c.node(2).entries(Index(1), last),
+        c.node(1).entries(Index(1), last)
+    );
+}
+
+// Reference: thesis §10.2 batching: every entry proposed in one turn travels in a single
+// AppendEntries per follower.
+#[test]
+fn proposals_of_one_turn_are_batched_into_one_append_per_peer() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for i in 0..10 {
+        c.propose(1, &format!("k{i}"));
+    }
+    let rd = drive(c.node(1));
+    for peer in [2, 3] {
+        let appends = appends_to(&rd, peer);
+        assert_eq!(appends.len(), 1, "peer {peer}");
+        assert_eq!(appends[0].len(), 10);
+    }
+    assert_eq!(rd.entries.len(), 10, "one persist for the whole batch");
+}
+
+// Reference: thesis §10.2.2 pipelining with flow control: at most inflight_msgs_max
+// AppendEntries unacknowledged per peer; at most msg_bytes_max per message.
+#[test]
+fn inflight_window_and_message_size_are_bounded() {
+    let mut c = Cluster::with(3, |cfg| {
+        cfg.inflight_msgs_max = 2;
+        cfg.msg_bytes_max = 100;
+    });
+    c.elect(1);
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        c.propose(1, &format!("r{round}"));
+        sent.push(appends_to(&drive(c.node(1)), 2).len());
+    }
+    assert_eq!(sent, vec![1, 1, 0], "window of 2 messages is full");
+    let last_acked = c.node(1).last_index().0 - 2;
+    let term = c.node(1).term().0;
+    let ack = ae_response(true, last_acked, (0, 0), 0);
+    c.node(1).step(msg(2, 1, term, ack));
+    assert_eq!(
+        appends_to(&drive(c.node(1)), 2).len(),
+        1,
+        "an ack frees a slot"
+    );
+
+    let mut c = Cluster::with(3, |cfg| cfg.msg_bytes_max = 100);
+    c.elect(1);
+    for i in 0..3 {
+        c.propose(1, &format!("{i}{}", "x".repeat(60)));
+    }
+    let appends = appends_to(&drive(c.node(1)), 2);
+    assert!(
+        appends.len() >= 2,
+        "84-byte entries cannot share a 100-byte message"
+    );
+    assert!(appends.iter().all(|es| es.len() == 1));
+}
+
+// Reference: §5.3 with thesis §10.2.1: a follower acknowledges only what is durable when the
+// answer leaves. If a newer leader truncates entries in the same turn, the older answer that
+// acknowledged them is withdrawn.
+#[test]
+fn follower_withdraws_acks_for_entries_truncated_in_same_turn() {
+    let mut n = RaftNode::new(config(1, 3), Restored::default());
+    n.step(msg(
+        2,
+        1,
+        2,
+        append((0, 0), vec![entry(1, 2), entry(2, 2)], 0),
+    ));
+    n.step(msg(3, 1, 3, append((1, 2), vec![entry(2, 3)], 0)));
+    let rd = drive(&mut n);
+    let acks: Vec<(u64, MessageBody)> = rd
+        .messages
+        .iter()
+        .map(|m| (m.to.0, m.body.clone()))
+        .collect();
+    assert_eq!(acks, vec![(3, ae_response(true, 2, (0, 0), 0))]);
+    assert_eq!(rd.entries.last().map(|e| e.term), Some(Term(3)));
 }

@@ -103,6 +103,12 @@ impl RaftNode {
         let RoleState::Leader(l) = role else {
             return;
         };
+        if l.heartbeat_due {
+            let stalled_max = (config.election_ticks_min / config.heartbeat_ticks).max(1);
+            l.progress
+                .values_mut()
+                .for_each(|p| p.heartbeat_round(stalled_max));
+        }
         let round = l.heartbeat_due || l.reads.round_needed();
         if round {
             l.reads.start_round(*now, config.election_ticks_min);
