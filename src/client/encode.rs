@@ -59,6 +59,9 @@ mod tests {
         let j = serde_json::json!({"key":"cC//","value":"AAE=","encoding":"base64",
             "revision":3,"create_revision":2});
         let item = list_item(&j).unwrap();
-        assert_eq!((item.key.as_ref(), item.value.as_ref()), (&b"p/\xff"[..], &b"\x00\x01"[..]));
+        assert_eq!(
+            (item.key.as_ref(), item.value.as_ref()),
+            (&b"p/\xff"[..], &b"\x00\x01"[..])
+        );
     }
 }

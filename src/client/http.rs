@@ -121,10 +121,16 @@ impl Transport {
     async fn discover_leader(&self) -> Option<String> {
         for _ in 0..self.endpoints.len() {
             let endpoint = self.next_endpoint();
-            let Ok(a) = self.send_to(&endpoint, "GET", "/v1/leader", Bytes::new(), None).await else {
+            let Ok(a) = self
+                .send_to(&endpoint, "GET", "/v1/leader", Bytes::new(), None)
+                .await
+            else {
                 continue;
             };
-            let rest = a.json().ok().and_then(|j| j["rest"].as_str().map(str::to_string));
+            let rest = a
+                .json()
+                .ok()
+                .and_then(|j| j["rest"].as_str().map(str::to_string));
             if let (200, Some(rest)) = (a.status, rest) {
                 if let Ok(mut l) = self.leader.lock() {
                     *l = Some(rest.clone());
@@ -151,13 +157,16 @@ impl Transport {
             },
         };
         for _ in 0..REDIRECTS_MAX {
-            let a = self.send_to(&host, method, target, body.clone(), idempotency_key).await?;
+            let a = self
+                .send_to(&host, method, target, body.clone(), idempotency_key)
+                .await?;
             match (a.status, a.location_authority()) {
                 (307, Some(next)) => host = next,
                 _ => return Ok(a),
             }
         }
-        self.send_to(&host, method, target, body, idempotency_key).await
+        self.send_to(&host, method, target, body, idempotency_key)
+            .await
     }
 
     /// One exchange with `host`, bounded by the request timeout.

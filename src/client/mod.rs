@@ -108,7 +108,12 @@ impl Client {
         })
     }
 
-    pub async fn put(&self, key: &[u8], value: Bytes, if_revision: Option<u64>) -> Result<PutResult, ClientError> {
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        if_revision: Option<u64>,
+    ) -> Result<PutResult, ClientError> {
         let target = with_if_revision(format!("/v1/kv/{}", encode_path(key)), if_revision);
         let a = self.call("PUT", &target, value, true).await?;
         let j = a.json()?;
@@ -150,14 +155,25 @@ impl Client {
         if let Some(after) = start_after {
             target.push_str(&format!("&start_after={}", encode_path(after)));
         }
-        let j = self.call("GET", &target, Bytes::new(), false).await?.json()?;
-        let items = j["items"].as_array().map(|a| a.iter().filter_map(encode::list_item).collect());
-        Ok((items.unwrap_or_default(), j["more"].as_bool().unwrap_or(false)))
+        let j = self
+            .call("GET", &target, Bytes::new(), false)
+            .await?
+            .json()?;
+        let items = j["items"]
+            .as_array()
+            .map(|a| a.iter().filter_map(encode::list_item).collect());
+        Ok((
+            items.unwrap_or_default(),
+            j["more"].as_bool().unwrap_or(false),
+        ))
     }
 
     /// `/v1/status` of one member (not forwarded, no retries).
     pub async fn status_of(&self, endpoint: &str) -> Result<Value, ClientError> {
-        let a = self.transport.send_to(endpoint, "GET", "/v1/status", Bytes::new(), None).await?;
+        let a = self
+            .transport
+            .send_to(endpoint, "GET", "/v1/status", Bytes::new(), None)
+            .await?;
         if a.status != 200 {
             return Err(a.error());
         }
@@ -170,7 +186,13 @@ impl Client {
     }
 
     /// One call with leader discovery and retries (see the module doc).
-    async fn call(&self, method: &str, target: &str, body: Bytes, is_write: bool) -> Result<Answer, ClientError> {
+    async fn call(
+        &self,
+        method: &str,
+        target: &str,
+        body: Bytes,
+        is_write: bool,
+    ) -> Result<Answer, ClientError> {
         let idempotency_key = is_write.then(http::new_idempotency_key);
         let mut backoff = self.policy.backoff_initial;
         let mut last = ClientError::Unavailable("no attempt made".into());
