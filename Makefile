@@ -56,7 +56,8 @@ cluster3:
 	@for n in 1 2 3; do : > $(CLUSTER3_DIR)/n$$n.log; done
 	@tails=""; \
 	for n in 1 2 3; do \
-		tail -F -n +1 $(CLUSTER3_DIR)/n$$n.log 2>/dev/null | sed -u "s/^/[n$$n] /" & tails="$$tails $$!"; \
+		(trap '' INT; exec tail -F -n +1 $(CLUSTER3_DIR)/n$$n.log 2>/dev/null \
+			> >(trap '' INT; exec sed -u "s/^/[n$$n] /")) & tails="$$tails $$!"; \
 	done; \
 	stop() { \
 		for n in 1 2 3; do \
