@@ -30,7 +30,8 @@ clean:
 
 # ---- A 3-node cluster on localhost (spec/cluster3.yaml: REST 8001-8003, gRPC 35001-35003) ----
 # `make cluster3` runs it in the foreground with prefixed logs ([n1] ...); Ctrl-C stops all.
-# From another terminal: `make cluster3-kill 2` (SIGKILL, a crash) and `make cluster3-restart 2`
+# From another terminal: `make cluster3-kill 2` (SIGKILL, a crash; `leader` picks the leader)
+# and `make cluster3-restart 2`
 # (also `N=2`). Data, logs and pids live in ./data/cluster3/ (nN/, nN.log, nN.pid); a restarted
 # node's log shows up in the `make cluster3` terminal too.
 CLUSTER3_DIR := data/cluster3
@@ -83,10 +84,17 @@ cluster3:
 	done; \
 	stop
 
+# `make cluster3-kill leader` kills whichever node leads (asks /v1/leader with curl).
 cluster3-kill:
-	@test -n "$(N)" || { echo "usage: make cluster3-kill N (1-3)"; exit 2; }
-	@pid=$$(cat $(CLUSTER3_DIR)/n$(N).pid 2>/dev/null) && kill -KILL $$pid 2>/dev/null \
-		&& echo "killed n$(N) (pid $$pid) with SIGKILL" || echo "n$(N) is not running"
+	@test -n "$(N)" || { echo "usage: make cluster3-kill N (1-3, or leader)"; exit 2; }
+	@n=$(N); \
+	if [ "$$n" = leader ]; then \
+		n=$$(for p in 8001 8002 8003; do curl -s --max-time 1 127.0.0.1:$$p/v1/leader; echo; done \
+			| sed -n 's/.*"rest":"[^"]*:800\([1-3]\)".*/\1/p' | head -n 1); \
+		test -n "$$n" || { echo "no leader known"; exit 1; }; \
+	fi; \
+	pid=$$(cat $(CLUSTER3_DIR)/n$$n.pid 2>/dev/null) && kill -KILL $$pid 2>/dev/null \
+		&& echo "killed n$$n (pid $$pid) with SIGKILL" || echo "n$$n is not running"
 
 cluster3-restart:
 	@test -n "$(N)" || { echo "usage: make cluster3-restart N (1-3)"; exit 2; }

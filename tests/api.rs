@@ -407,3 +407,74 @@ fn raw_half_closed(addr: &str, bytes: &[u8]) -> Answer {
         body: Vec::new(),
     }
 }
+
+/// Run the CLI; (exit code, stdout, stderr).
+fn cli(args: &[&str], cwd: &std::path::Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rocinante"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run rocinante");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn cli_client_commands_and_exit_codes() {
+    let (c, n) = node();
+    let ep = ["--endpoints", n.as_str()];
+    let run = |args: &[&str]| cli(&[args, &ep[..]].concat(), &c.dir);
+    assert_eq!(run(&["put", "tour/hello", "world"]).0, 0);
+    let (code, out, _) = run(&["get", "tour/hello"]);
+    assert_eq!((code, out.as_str()), (0, "world\n"));
+    let (code, out, _) = run(&["list", "tour/"]);
+    assert_eq!((code, out.as_str()), (0, "tour/hello\tworld\n"));
+    let (code, _, err) = run(&["get", "tour/missing"]);
+    assert_eq!(code, 1, "not found exits 1: {err}");
+    let (code, out, _) = run(&["put", "tour/hello", "x", "--if-revision", "0"]);
+    assert_eq!(code, 1, "a lost compare-and-set exits 1: {out}");
+    let (code, out, _) = run(&["del", "tour/hello"]);
+    assert_eq!((code, out.as_str()), (0, "1\n"));
+    let (code, out, _) = run(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("leader") && out.contains(&n), "{out}");
+    let spec = c.spec.to_string_lossy().into_owned();
+    let (code, out, _) = cli(&["get", "tour/hello", "--spec", &spec], &c.dir);
+    assert_eq!((code, out.as_str()), (1, ""), "deleted, found via --spec");
+    assert_eq!(cli(&["get"], &c.dir).0, 2, "missing argument");
+    assert_eq!(
+        cli(&["get", "k", "--endpoints", "not/an/address"], &c.dir).0,
+        2
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_spec_with_exit_2_and_writes_nothing() {
+    let dir = std::env::temp_dir().join(format!("rocinante-badspec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cases = [
+        (
+            "empty.yaml",
+            "artifact:\n  cluster:\n    name: x\n    controllers: []\n",
+        ),
+        (
+            "unknown.yaml",
+            "artifact:\n  cluster:\n    name: x\n    bogus: 1\n    controllers:\n      - { address: 127.0.0.1, port: 1, rest: 2 }\n",
+        ),
+        ("notyaml.yaml", "artifact: [\n"),
+    ];
+    for (file, text) in cases {
+        std::fs::write(dir.join(file), text).expect("write");
+        let (code, _, err) = cli(&["serve", "--spec", file], &dir);
+        assert_eq!(code, 2, "{file}: {err}");
+        assert!(err.contains("spec"), "{file}: {err}");
+    }
+    let (code, _, _) = cli(&["serve", "--spec", "missing.yaml"], &dir);
+    assert_eq!(code, 2);
+    assert!(!dir.join("data").exists(), "nothing written for a bad spec");
+    let _ = std::fs::remove_dir_all(&dir);
+}
