@@ -135,6 +135,7 @@ fn build_request(
             || name == header::TRANSFER_ENCODING
             || name == header::TE
             || name == header::UPGRADE
+            || name == header::EXPECT
             || name.as_str() == "keep-alive";
         if !hop_by_hop {
             builder = builder.header(name, value);
