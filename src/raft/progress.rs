@@ -95,6 +95,10 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest `read_seq` the peer echoed in this term (ReadIndex, thesis §6.4).
     pub acked_seq: u64,
+    /// Replicate mode: match_index at the previous heartbeat round, and how many rounds in a
+    /// row it stayed there with entries in flight (a lost AppendEntries; see `heartbeat_round`).
+    match_at_heartbeat: Index,
+    stalled_rounds: u64,
 }
 
 impl Progress {
@@ -109,6 +113,8 @@ impl Progress {
             inflights: Inflights::new(inflight_msgs_max, inflight_bytes_max),
             recent_active: false,
             acked_seq: 0,
+            match_at_heartbeat: Index(0),
+            stalled_rounds: 0,
         }
     }
 
@@ -129,6 +135,34 @@ impl Progress {
                 self.next_index = last.next();
             }
         }
+    }
+
+    /// Called at every heartbeat round. Heartbeats are anchored at match_index, so they cannot
+    /// reveal a lost AppendEntries in Replicate mode; instead, after `stalled_rounds_max` rounds
+    /// without match_index moving while entries are in flight, the peer falls back to Probe and
+    /// the entries are sent again from match_index + 1 (a retransmission timeout).
+    pub fn heartbeat_round(&mut self, stalled_rounds_max: u64) {
+        if self.mode == Mode::Replicate && self.inflights.count() > 0 {
+            if self.match_index == self.match_at_heartbeat {
+                self.stalled_rounds += 1;
+            } else {
+                self.stalled_rounds = 0;
+            }
+            if self.stalled_rounds >= stalled_rounds_max {
+                self.become_probe(self.match_index.next());
+            }
+        } else {
+            self.stalled_rounds = 0;
+        }
+        self.match_at_heartbeat = self.match_index;
+    }
+
+    fn become_probe(&mut self, next_index: Index) {
+        self.mode = Mode::Probe;
+        self.probe_sent = false;
+        self.stalled_rounds = 0;
+        self.inflights.reset();
+        self.next_index = next_index.max(self.match_index.next());
     }
 
     /// A success answer says the peer matches up to `index`. Returns true if it was news.
@@ -159,17 +193,8 @@ impl Progress {
         if self.mode == Mode::Probe && rejected != self.next_index.prev() {
             return false;
         }
-        self.mode = Mode::Probe;
-        self.probe_sent = false;
-        self.inflights.reset();
-        self.next_index = hint_next.min(rejected).max(self.match_index.next());
+        self.become_probe(hint_next.min(rejected));
         true
-    }
-
-    /// The peer's log is beyond reach of the leader's log (e.g. the leader's log was compacted
-    /// past `next_index`): only a snapshot helps. Placeholder for the snapshot issue.
-    pub fn needs_snapshot(&self, snapshot_index: Index) -> bool {
-        self.next_index <= snapshot_index
     }
 }
 
@@ -253,6 +278,23 @@ mod tests {
         p.next_index = Index(7);
         assert!(p.reject(Index(6), Index(1)));
         assert_eq!(p.next_index, Index(6), "clamped to match_index + 1");
+    }
+
+    #[test]
+    fn stalled_replication_falls_back_to_probe() {
+        let mut p = Progress::new(Index(1), 8, 1 << 20);
+        p.ack(Index(2));
+        p.sent_entries(Index(5), 10);
+        p.heartbeat_round(2);
+        assert_eq!(
+            p.mode,
+            Mode::Replicate,
+            "one round without progress is normal latency"
+        );
+        p.heartbeat_round(2);
+        p.heartbeat_round(2);
+        assert_eq!(p.mode, Mode::Probe);
+        assert_eq!(p.next_index, Index(3), "resend from match_index + 1");
     }
 
     #[test]
