@@ -1307,3 +1307,27 @@ fn read_index_ignores_rounds_sent_before_the_read() {
     c.settle();
     assert_eq!(c.reads[&id(1)].len(), 1);
 }
+
+// Reference: thesis §6.4 follower reads: a forwarded read whose request or answer was lost
+// fails after an election timeout instead of waiting forever, even while the leader lives.
+#[test]
+fn forwarded_read_fails_when_unanswered() {
+    let mut n = RaftNode::new(config(2, 3), Restored::default());
+    let heartbeat = msg(1, 2, 1, append((0, 0), vec![], 0));
+    n.step(heartbeat.clone());
+    n.read_index(ReadId(5)).expect("leader known");
+    let rd = drive(&mut n);
+    assert_eq!(
+        rd.messages[rd.messages.len() - 1].body,
+        MessageBody::ReadIndexRequest { id: ReadId(5) }
+    );
+    let max = n.config().election_ticks_max;
+    let mut failed = Vec::new();
+    for _ in 0..max {
+        n.tick();
+        n.step(heartbeat.clone());
+        failed.extend(drive(&mut n).failed_reads);
+    }
+    assert_eq!(n.leader(), Some(id(1)), "the leader was never lost");
+    assert_eq!(failed, vec![(ReadId(5), ReadFailure::LeadershipLost)]);
+}

@@ -238,8 +238,10 @@ pub struct RaftNode {
     pub(super) msgs: Vec<Message>,
     pub(super) read_states: Vec<ReadState>,
     pub(super) failed_reads: Vec<(ReadId, ReadFailure)>,
-    /// Reads this non-leader forwarded, and to which leader; at most `pending_reads_max`.
-    pub(super) forwarded_reads: Vec<(ReadId, NodeId)>,
+    /// Reads this non-leader forwarded: (id, to which leader, tick sent). At most
+    /// `pending_reads_max`; each fails if unanswered after `election_ticks_max` ticks (the
+    /// request or its answer may have been lost).
+    pub(super) forwarded_reads: Vec<(ReadId, NodeId, u64)>,
     /// Highest index the runtime reported applied (`applied`); never beyond what was handed out.
     pub(super) last_applied: Index,
     prev_soft: SoftState,
@@ -289,6 +291,7 @@ impl RaftNode {
     /// Advance the logical clock by one tick: election timeouts, heartbeats, check-quorum.
     pub fn tick(&mut self) {
         self.now += 1;
+        self.expire_forwarded_reads();
         if matches!(self.role, RoleState::Leader(_)) {
             self.tick_leader();
         } else {
