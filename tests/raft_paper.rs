@@ -35,8 +35,11 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-/// A node restored with `log` (terms of entries 1..) at `term`.
-fn restored_node(cfg: Config, term: u64, log_terms: &[u64]) -> RaftNode {
+/// A node restored with `log` (terms of entries 1..) at `term`. Check-quorum is off: with it,
+/// a restarted node refuses votes for its first `election_ticks_min` ticks (tested on its own
+/// in `restarted_node_refuses_votes_at_first`), which would hide the rule under test.
+fn restored_node(mut cfg: Config, term: u64, log_terms: &[u64]) -> RaftNode {
+    cfg.check_quorum = false;
     let entries = log_terms
         .iter()
         .enumerate()
@@ -1330,4 +1333,38 @@ fn forwarded_read_fails_when_unanswered() {
     }
     assert_eq!(n.leader(), Some(id(1)), "the leader was never lost");
     assert_eq!(failed, vec![(ReadId(5), ReadFailure::LeadershipLost)]);
+}
+
+// Reference: thesis §6.4.1 / §4.2.3: a leader's lease counts on followers that heard from it
+// recently; a follower that restarts cannot remember whether it did, so it assumes it did and
+// refuses votes for its first election_ticks_min ticks.
+#[test]
+fn restarted_node_refuses_votes_at_first() {
+    let restored = Restored {
+        hard_state: HardState {
+            current_term: Term(3),
+            voted_for: None,
+        },
+        snapshot: None,
+        entries: vec![entry(1, 3)],
+    };
+    let mut n = RaftNode::new(config(1, 3), restored);
+    n.step(msg(2, 1, 4, vote(false, (1, 3))));
+    assert_eq!(n.term(), Term(3), "ignored during the startup lease");
+    assert!(msgs(&drive(&mut n)).is_empty());
+    let min = n.config().election_ticks_min;
+    for _ in 0..min {
+        n.tick();
+        n.step(msg(2, 1, 3, append((1, 3), vec![], 1)));
+    }
+    // Past the startup lease, but hearing from a leader: still in lease.
+    n.step(msg(2, 1, 4, vote(false, (1, 3))));
+    assert_eq!(n.term(), Term(3));
+    let mut fresh = RaftNode::new(config(1, 3), Restored::default());
+    fresh.step(msg(2, 1, 1, vote(false, (0, 0))));
+    assert_eq!(
+        fresh.hard_state().voted_for,
+        Some(id(2)),
+        "a brand-new node votes at once"
+    );
 }

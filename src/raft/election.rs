@@ -41,11 +41,15 @@ impl RaftNode {
     }
 
     /// True while this node has recently heard from a leader: with check-quorum on, it then
-    /// refuses to help depose that leader (thesis §4.2.3 and §9.6).
+    /// refuses to help depose that leader (thesis §4.2.3 and §9.6). A node that restarted
+    /// (it has a term) may have heard from a leader just before it crashed, and that leader
+    /// may be counting on it for its lease: it stays in lease for its first
+    /// `election_ticks_min` ticks too. A brand-new node never heard from anyone.
     pub(super) fn in_lease(&self) -> bool {
-        self.config.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.config.election_ticks_min
+        let min = self.config.election_ticks_min;
+        let heard_recently = self.leader.is_some() && self.election_elapsed < min;
+        let just_restarted = self.restarted && self.now < min;
+        self.config.check_quorum && (heard_recently || just_restarted)
     }
 
     /// §5.1: a message from a higher term makes us a follower in that term first, except the
@@ -294,6 +298,7 @@ impl RaftNode {
             commit_changed: false,
             reads: ReadIndexState::default(),
             transfer: None,
+            lease_revoked: false,
         }));
         self.set_leader(Some(self.config.id));
         self.election_elapsed = 0;

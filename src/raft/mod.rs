@@ -92,7 +92,9 @@
 //!   open; they follow etcd's reading.
 //! * The lease (`has_lease`) assumes tick rates on different nodes differ by less than the
 //!   `LEASE_MARGIN_TICKS` margin over an election timeout, as thesis §6.4.1 warns. It is
-//!   measured from when the confirming round was *sent*, not when it was answered.
+//!   measured from when the confirming round was *sent*, not when it was answered. A follower
+//!   that restarts cannot know whether it was part of some leader's lease, so a restarted node
+//!   (one with a non-zero term) ignores vote requests for its first `election_ticks_min` ticks.
 //! * commit_index is not persisted (figure 2 makes it volatile): after a restart the node
 //!   relearns it from the leader, so `Ready::committed_entries` starts after the snapshot.
 //! * Snapshots (§7) and membership changes (thesis ch. 4) are not implemented yet: the log

@@ -231,6 +231,8 @@ pub struct RaftNode {
     pub(super) election_timeout: u64,
     /// Ticks since this node started: the virtual clock the lease is measured on.
     pub(super) now: u64,
+    /// Started from a non-empty hard state (see `in_lease`).
+    pub(super) restarted: bool,
     /// Leader AppendEntries that may leave before the fsync (thesis §10.2.1). Drained by
     /// every `ready()`, so bounded by what one turn of inputs produces.
     pub(super) msgs_before_persist: Vec<Message>,
@@ -269,6 +271,7 @@ impl RaftNode {
             election_elapsed: 0,
             election_timeout: 0,
             now: 0,
+            restarted: restored.hard_state.current_term > Term(0),
             msgs_before_persist: Vec::new(),
             msgs: Vec::new(),
             read_states: Vec::new(),

@@ -284,12 +284,14 @@ impl RaftNode {
     /// True on a leader that heard from a quorum within the last `election_ticks_min` ticks
     /// less `LEASE_MARGIN_TICKS`: it may serve `consistency=lease` reads locally (thesis
     /// §6.4.1). Needs check-quorum (it is what makes followers refuse other candidates) and is
-    /// off during a leadership transfer (whose TimeoutNow overrides the followers' lease).
+    /// off from the start of a leadership transfer, and for the rest of the term once a
+    /// TimeoutNow was sent (its election overrides the followers' lease, even if the transfer
+    /// was since aborted).
     pub fn has_lease(&self) -> bool {
         let RoleState::Leader(l) = &self.role else {
             return false;
         };
-        if !self.config.check_quorum || l.transfer.is_some() {
+        if !self.config.check_quorum || l.transfer.is_some() || l.lease_revoked {
             return false;
         }
         let Some(q) = self.quorum_seq() else {
