@@ -40,16 +40,22 @@ impl RaftNode {
         }
     }
 
-    /// True while this node has recently heard from a leader: with check-quorum on, it then
-    /// refuses to help depose that leader (thesis §4.2.3 and §9.6). A node that restarted
-    /// (it has a term) may have heard from a leader just before it crashed, and that leader
-    /// may be counting on it for its lease: it stays in lease for its first
-    /// `election_ticks_min` ticks too. A brand-new node never heard from anyone.
-    pub(super) fn in_lease(&self) -> bool {
+    /// True while this node has recently heard from a leader: it then refuses pre-votes
+    /// (thesis §9.6) and, with check-quorum, real votes (see `in_lease`). A node that restarted
+    /// (it has a term) may have heard from a leader just before it crashed, and that leader may
+    /// be counting on it for its lease: it counts as having heard for its first
+    /// `election_ticks_min` ticks. A brand-new node never heard from anyone.
+    pub(super) fn heard_from_leader_recently(&self) -> bool {
         let min = self.config.election_ticks_min;
-        let heard_recently = self.leader.is_some() && self.election_elapsed < min;
+        let heard = self.leader.is_some() && self.election_elapsed < min;
         let just_restarted = self.restarted && self.now < min;
-        self.config.check_quorum && (heard_recently || just_restarted)
+        heard || just_restarted
+    }
+
+    /// With check-quorum on, a node that heard from a leader recently ignores vote requests
+    /// rather than help depose it (thesis §4.2.3).
+    pub(super) fn in_lease(&self) -> bool {
+        self.config.check_quorum && self.heard_from_leader_recently()
     }
 
     /// §5.1: a message from a higher term makes us a follower in that term first, except the
@@ -198,7 +204,7 @@ impl RaftNode {
             // Granted if the candidate could win a real election at `term` with our vote: its
             // term is ahead of ours, its log is up to date, and we have not heard from a leader
             // within the minimum election timeout (unless a transfer asked for it).
-            let lease = self.in_lease() && !leadership_transfer;
+            let lease = self.heard_from_leader_recently() && !leadership_transfer;
             let granted = term > self.current_term && up_to_date && !lease;
             (granted, if granted { term } else { self.current_term })
         } else {

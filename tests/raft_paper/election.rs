@@ -305,7 +305,14 @@ fn pre_vote_responses_and_terms() {
             && matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. }))
     );
     // A voter receiving the pre-vote grants it without adopting term 2.
-    let mut voter = restored_node(config(2, 3), 1, &[1]);
+    // The voter is past its startup lease (a restarted node refuses pre-votes at first) and
+    // has not timed out itself: its timeout is drawn from a wide range.
+    let mut voter_cfg = config(2, 3);
+    voter_cfg.election_ticks_max = 1000;
+    let mut voter = restored_node(voter_cfg, 1, &[1]);
+    let min = voter.config().election_ticks_min;
+    tick_n(&mut voter, min);
+    assert_eq!(voter.role(), Role::Follower);
     voter.step(rd.messages[0].clone());
     assert_eq!(voter.term(), Term(1));
     let answer = msgs(&drive(&mut voter)).remove(0);
@@ -446,4 +453,33 @@ fn restarted_node_refuses_votes_at_first() {
         Some(id(2)),
         "a brand-new node votes at once"
     );
+}
+
+// Reference: thesis §9.6 a server grants a pre-vote only if "it hasn't received a heartbeat
+// from a valid leader for at least a baseline election timeout" (independent of check-quorum).
+#[test]
+fn pre_vote_refused_while_hearing_from_leader() {
+    let mut cfg = config(1, 3);
+    cfg.check_quorum = false;
+    cfg.election_ticks_max = 1000;
+    let min = cfg.election_ticks_min;
+    let mut n = RaftNode::new(cfg, Restored::default());
+    n.step(msg(2, 1, 1, append((0, 0), vec![], 0)));
+    let granted = |n: &mut RaftNode| {
+        n.step(msg(3, 1, 2, vote(true, (5, 1))));
+        msgs(&drive(n)).iter().any(|m| {
+            matches!(
+                m.body,
+                MessageBody::RequestVoteResponse {
+                    vote_granted: true,
+                    ..
+                }
+            )
+        })
+    };
+    assert!(!granted(&mut n), "the leader was heard from just now");
+    tick_n(&mut n, min);
+    assert_eq!(n.role(), Role::Follower);
+    assert!(granted(&mut n), "silent for a baseline election timeout");
+    assert_eq!(n.term(), Term(1), "granting a pre-vote changes no term");
 }
