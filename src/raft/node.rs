@@ -4,6 +4,10 @@
 //! `propose`, `read_index`, `transfer_leadership`. Output: `ready()`, executed by the runtime in
 //! the order documented on `Ready`, then acknowledged with `persisted` and `applied`.
 //! Everything here is deterministic given the seed in `Config` and the order of calls.
+//!
+//! `RaftNode`'s methods are spread by idea: `read_index` and `has_lease` are in
+//! `read_index.rs`, `transfer_leadership` in `replication.rs`, the election rules in
+//! `election.rs`. This file holds the struct, the inputs' entry points and `ready()`.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
