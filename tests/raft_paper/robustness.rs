@@ -116,3 +116,51 @@ fn learner_replicates_but_never_votes_or_campaigns() {
     assert_eq!(c.node(4).role(), Role::Learner);
     assert_eq!(c.node(4).term(), c.node(1).term());
 }
+
+// Reference: every queue has a named limit (HELPERS.md): pending reads are bounded by
+// pending_reads_max, and a read without a known leader is refused at once.
+#[test]
+fn reads_are_bounded_and_need_a_leader() {
+    let mut lonely = RaftNode::new(config(1, 3), Restored::default());
+    assert_eq!(
+        lonely.read_index(ReadId(1)),
+        Err(rocinante::raft::ReadError::NoLeader)
+    );
+    let mut c = Cluster::with(3, |cfg| cfg.pending_reads_max = 2);
+    c.elect(1);
+    c.isolate(1);
+    assert!(c.node(1).read_index(ReadId(1)).is_ok());
+    assert!(c.node(1).read_index(ReadId(2)).is_ok());
+    assert_eq!(
+        c.node(1).read_index(ReadId(3)),
+        Err(rocinante::raft::ReadError::Busy)
+    );
+}
+
+// Reference: §5.2 "election timeouts are chosen randomly from a fixed interval" which must be
+// non-empty and above the heartbeat interval; a bad configuration is an error, not a panic
+// deep inside the core.
+#[test]
+fn config_validation_rejects_unworkable_settings() {
+    use rocinante::raft::ConfigError;
+    assert_eq!(config(1, 3).validate(), Ok(()));
+    let bad = |f: fn(&mut Config)| {
+        let mut cfg = config(1, 3);
+        f(&mut cfg);
+        cfg.validate()
+    };
+    assert_eq!(
+        bad(|c| c.election_ticks_max = c.election_ticks_min),
+        Err(ConfigError::ElectionTicks)
+    );
+    assert_eq!(
+        bad(|c| c.heartbeat_ticks = c.election_ticks_min),
+        Err(ConfigError::HeartbeatTicks)
+    );
+    assert_eq!(bad(|c| c.id = NodeId(0)), Err(ConfigError::ZeroId));
+    assert_eq!(
+        bad(|c| c.learners = vec![NodeId(2)]),
+        Err(ConfigError::VoterAndLearner)
+    );
+    assert_eq!(bad(|c| c.inflight_msgs_max = 0), Err(ConfigError::Limits));
+}
