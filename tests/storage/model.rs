@@ -34,11 +34,13 @@ enum Op {
         back: u64,
         n: u64,
     },
-    /// Snapshot `back` entries before the end, or `ahead` past it (installed from a leader).
+    /// Snapshot `back` entries before the end, or `ahead` past it (installed from a leader);
+    /// `conflict`: installed from a leader of a newer term, disagreeing with the log there.
     Snapshot {
         back: u64,
         ahead: u64,
         compact: bool,
+        conflict: bool,
     },
     Compact {
         back: u64,
@@ -59,8 +61,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (1..6u64, 0..40usize, any::<bool>()).prop_map(|(n, len, vote)| Op::Append { n, len, vote }),
         2 => (0..12u64, 1..4u64).prop_map(|(back, n)| Op::Overwrite { back, n }),
-        1 => (0..8u64, 0..3u64, any::<bool>()).prop_map(|(back, ahead, compact)| {
-            Op::Snapshot { back, ahead: if ahead == 2 { 5 } else { 0 }, compact }
+        1 => (0..8u64, 0..3u64, any::<bool>(), 0..4u8).prop_map(|(back, ahead, compact, c)| {
+            Op::Snapshot { back, ahead: if ahead == 2 { 5 } else { 0 }, compact, conflict: c == 0 }
         }),
         1 => (0..20u64).prop_map(|back| Op::Compact { back }),
         2 => (0..30u64, 1..10u64, 1..400u64)
@@ -141,7 +143,8 @@ fn step(dir: &Path, storage: &mut Storage, model: &mut Model, op: &Op) {
             back,
             ahead,
             compact,
-        } => snapshot(storage, model, back, ahead, compact),
+            conflict,
+        } => snapshot(storage, model, (back, ahead), compact, conflict),
         Op::Compact { back } => {
             storage
                 .compact(Index(model.last().saturating_sub(back)))
@@ -166,15 +169,28 @@ fn step(dir: &Path, storage: &mut Storage, model: &mut Model, op: &Op) {
     }
 }
 
-fn snapshot(storage: &mut Storage, model: &mut Model, back: u64, ahead: u64, compact: bool) {
-    let index = model.last().saturating_sub(back) + ahead;
+fn snapshot(
+    storage: &mut Storage,
+    model: &mut Model,
+    at: (u64, u64),
+    compact: bool,
+    conflict: bool,
+) {
+    let index = model.last().saturating_sub(at.0) + at.1;
     if index <= model.snapshot_index {
         return;
     }
+    if conflict {
+        model.term += 1;
+    }
     let term = match index.checked_sub(model.snapshot_index + 1) {
-        Some(at) if (at as usize) < model.log.len() => model.log[at as usize].term,
+        Some(at) if (at as usize) < model.log.len() && !conflict => model.log[at as usize].term,
         _ => Term(model.term),
     };
+    if conflict {
+        // §7: the snapshot's last entry disagrees with the log, so the whole log goes.
+        model.log.truncate((index - model.snapshot_index) as usize);
+    }
     let meta = SnapshotMeta {
         last_included_index: Index(index),
         last_included_term: term,
