@@ -6,6 +6,14 @@
 
 mod checker;
 mod checker_tests;
+mod cluster;
+mod faults;
 mod generator;
+mod harness_tests;
 mod history;
+mod http;
 mod model;
+mod mutate;
+mod net;
+mod run;
+mod workload;
