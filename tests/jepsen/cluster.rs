@@ -271,19 +271,21 @@ impl Cluster {
         }
     }
 
-    /// Time until a write through any running node succeeds, polling up to `within`; `None` if
-    /// none did. The probe key is outside every workload's key space.
+    /// Time until a write through EVERY running, unpaused node has succeeded (followers
+    /// forward to the leader), polling up to `within`; `None` if some node never served. A
+    /// node that restarted must have recovered its WAL and found the leader for this. The probe
+    /// key is outside every workload's key space.
     pub fn wait_serving(&self, within: Duration) -> Option<Duration> {
         let started = Instant::now();
         let timeouts = Timeouts {
             connect: Duration::from_millis(300),
             answer: Duration::from_millis(1500),
         };
-        let mut k = 0usize;
+        let mut pending: Vec<usize> = (0..self.len())
+            .filter(|&i| self.is_running(i) && !self.is_paused(i))
+            .collect();
         while started.elapsed() < within {
-            k += 1;
-            let i = k % self.len();
-            if self.is_running(i) && !self.is_paused(i) {
+            pending.retain(|&i| {
                 let sent = http::request(
                     self.rest_addr(i),
                     "PUT",
@@ -292,13 +294,29 @@ impl Cluster {
                     b"probe",
                     timeouts,
                 );
-                if matches!(sent, Fate::Answered(Answer { status: 200, .. })) {
-                    return Some(started.elapsed());
-                }
+                !matches!(sent, Fate::Answered(Answer { status: 200, .. }))
+            });
+            if pending.is_empty() {
+                return Some(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Nodes that exited by themselves (a crash or a refusal to start), with their status.
+    /// The harness never lets a node exit except by `kill9`, which forgets the child first.
+    pub fn exited(&mut self) -> Vec<(usize, String)> {
+        let mut gone = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Some(child) = &mut node.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    gone.push((i, status.to_string()));
+                    node.child = None;
+                }
+            }
+        }
+        gone
     }
 }
 

@@ -67,7 +67,8 @@ pub struct Injected {
     /// Nodes (0-based) that must not complete a write while the fault holds.
     pub minority: Vec<usize>,
     pub detail: String,
-    /// Time from heal to the first successful write; `None`: not within the bound.
+    /// Time from heal until a write through every running node succeeded; `None`: not within
+    /// the bound.
     pub recovery: Option<Duration>,
     /// What heal must undo.
     undo: Undo,

@@ -131,7 +131,7 @@ impl Report {
         s.push_str(&format!("faults injected: {}\n", self.faults.len()));
         for f in &self.faults {
             s.push_str(&format!(
-                "  {:>6.1}s {:?}: {}; served again {}\n",
+                "  {:>6.1}s {:?}: {}; all nodes served again {}\n",
                 f.start_ns as f64 / 1e9,
                 f.fault,
                 f.detail,
@@ -202,6 +202,11 @@ pub fn run(options: RunOptions) -> Report {
     if cluster.wait_serving(Duration::from_secs(30)).is_none() {
         problems
             .push("the cluster did not serve again within 30 s after the last heal".to_string());
+    }
+    for (i, status) in cluster.exited() {
+        problems.push(format!(
+            "node n{i} exited by itself ({status}); see n{i}.log"
+        ));
     }
     workload::final_reads(&shared, 10_000);
     let listed = (0..options.nodes).find_map(|i| workload::list_set(&shared, cluster.rest_addr(i)));
@@ -278,6 +283,8 @@ fn spawn_clients<'s>(scope: &'s std::thread::Scope<'s, '_>, shared: &'s Shared, 
 }
 
 /// Cycle through the faults until the duration is over; every fault is healed before return.
+/// A node found dead after a heal is restarted (so the run goes on) and the fault's detail
+/// says so, which fails the run in `judge`.
 fn nemesis(
     cluster: &mut Cluster,
     shared: &Shared,
@@ -298,8 +305,13 @@ fn nemesis(
         faults::heal(cluster, &mut f, shared.now_ns());
         // Bounded wait, longer than the pass bound so the report can say how long it took.
         f.recovery = cluster.wait_serving(o.recovery_max * 4);
+        for (i, status) in cluster.exited() {
+            f.detail
+                .push_str(&format!("; n{i} EXITED ({status}), restarted"));
+            cluster.spawn(i);
+        }
         println!(
-            "jepsen: {:?}: {}; served again after {:?}",
+            "jepsen: {:?}: {}; all nodes served again after {:?}",
             f.fault, f.detail, f.recovery
         );
         done.push(f);
@@ -372,6 +384,12 @@ fn judge(
                 "{:?}: the minority side completed {} writes, e.g. {op:?}",
                 f.fault,
                 minority_writes.len()
+            ));
+        }
+        if f.detail.contains("EXITED") {
+            problems.push(format!(
+                "{:?}: a node exited by itself: {}",
+                f.fault, f.detail
             ));
         }
         match f.recovery {
