@@ -138,3 +138,32 @@ fn broken_server_with_local_reads_is_caught() {
         report.summary()
     );
 }
+
+/// Re-check a saved history: `JEPSEN_CHECK=target/jepsen/short-1/history.jsonl cargo test
+/// --release --test jepsen recheck -- --nocapture`. Also shows the injected faults caught.
+#[test]
+fn recheck_a_saved_history() {
+    let Ok(path) = std::env::var("JEPSEN_CHECK") else {
+        return;
+    };
+    let ops = crate::history::read_jsonl(std::path::Path::new(&path)).expect("read the history");
+    let started = std::time::Instant::now();
+    let verdict = check(&ops, Limits::default());
+    println!(
+        "{path}: {} ops: {verdict:?} in {:.2?}",
+        ops.len(),
+        started.elapsed()
+    );
+    for (name, mutated) in [
+        ("stale read", mutate::stale_read(&ops)),
+        ("double apply", mutate::double_apply(&ops)),
+    ] {
+        if let Some((damaged, why)) = mutated {
+            println!(
+                "injected {name}: {why}\n  -> {:?}",
+                check(&damaged, Limits::default())
+            );
+        }
+    }
+    assert_eq!(verdict, Verdict::Linearizable);
+}

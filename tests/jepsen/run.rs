@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -193,9 +193,11 @@ pub fn run(options: RunOptions) -> Report {
         problems.push("the cluster never served a write in 30 s after start".to_string());
     } else {
         std::thread::scope(|scope| {
+            // Set on every exit from this scope, panics included: the scope joins the clients,
+            // which run until told to stop.
+            let _stop = StopOnDrop(&shared.stop);
             spawn_clients(scope, &shared, &options);
             injected = nemesis(&mut cluster, &shared, &options, &faults_planned);
-            shared.stop.store(true, Ordering::Relaxed);
         });
     }
     // Everything healed by `nemesis`; the final reads need a serving cluster.
@@ -254,6 +256,14 @@ pub fn run(options: RunOptions) -> Report {
         problems,
         elapsed: started.elapsed(),
         check_time,
+    }
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -309,46 +309,40 @@ pub fn set_client(shared: &Shared, client: u32, seed: u64) {
     }
 }
 
-/// One idempotent client: each logical put carries a fresh Idempotency-Key and is retried with
-/// it, to random nodes, while its outcome is unknown.
+/// One idempotent client: half its ops are reads of the hot keys (so a doubly applied write
+/// is seen at its second revision); each logical put carries a fresh Idempotency-Key and is
+/// retried with it, to random nodes, while its outcome is unknown.
 pub fn idempotent_client(shared: &Shared, client: u32, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut counter = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         let key = format!("i{}", rng.random_range(0..REGISTER_KEYS));
-        let value = next_value(client, &mut counter);
-        let idem = format!("jepsen-{client}-{counter}");
-        let input = Input::Put {
-            value,
-            if_revision: None,
+        let (node, input, call_ns, output) = if rng.random_bool(0.5) {
+            let node = rng.random_range(0..shared.addrs.len());
+            let call_ns = shared.now_ns();
+            let sent = send(shared, shared.addrs[node], &key, Input::Get, None);
+            (
+                node,
+                Input::Get,
+                call_ns,
+                classify(shared, Input::Get, &sent, &key),
+            )
+        } else {
+            let value = next_value(client, &mut counter);
+            let input = Input::Put {
+                value,
+                if_revision: None,
+            };
+            let call_ns = shared.now_ns();
+            let (node, output) = idempotent_put(
+                shared,
+                &mut rng,
+                &key,
+                input,
+                &format!("jepsen-{client}-{counter}"),
+            );
+            (node, input, call_ns, output)
         };
-        let call_ns = shared.now_ns();
-        let mut output = Output::Failed;
-        let mut node = 0;
-        for attempt in 0..IDEMPOTENT_ATTEMPTS_MAX {
-            node = rng.random_range(0..shared.addrs.len());
-            let sent = send(shared, shared.addrs[node], &key, input, Some(&idem));
-            match classify(shared, input, &sent, &key) {
-                Output::Failed => {}
-                Output::Unknown => output = Output::Unknown,
-                definitive => {
-                    output = definitive;
-                    if attempt > 0 {
-                        shared
-                            .stats
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .retried += 1;
-                    }
-                    break;
-                }
-            }
-            // A stop request ends the retries: the op stays unknown (or failed).
-            if shared.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
         let return_ns = if output == Output::Unknown {
             RETURN_NEVER
         } else {
@@ -365,6 +359,44 @@ pub fn idempotent_client(shared: &Shared, client: u32, seed: u64) {
         });
         think(&mut rng);
     }
+}
+
+/// Send a put with `idem` until an answer is definitive (or attempts run out): the logical
+/// op's node (the last one tried) and output.
+fn idempotent_put(
+    shared: &Shared,
+    rng: &mut StdRng,
+    key: &str,
+    input: Input,
+    idem: &str,
+) -> (usize, Output) {
+    let mut output = Output::Failed;
+    let mut node = 0;
+    for attempt in 0..IDEMPOTENT_ATTEMPTS_MAX {
+        node = rng.random_range(0..shared.addrs.len());
+        let sent = send(shared, shared.addrs[node], key, input, Some(idem));
+        match classify(shared, input, &sent, key) {
+            // Not applied by this attempt; an earlier unknown one may still apply.
+            Output::Failed => {}
+            Output::Unknown => output = Output::Unknown,
+            definitive => {
+                if attempt > 0 {
+                    shared
+                        .stats
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retried += 1;
+                }
+                return (node, definitive);
+            }
+        }
+        // A stop request ends the retries: the op stays unknown (or failed).
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (node, output)
 }
 
 /// After healing: read every hot key through every node (recorded as ops of client `client`).
