@@ -212,7 +212,7 @@ fn torn_wal(cluster: &mut Cluster, round: usize, rng: &mut StdRng) -> (Vec<usize
     let followers: Vec<usize> = (0..cluster.len()).filter(|&i| i != leader).collect();
     let victim = followers[rng.random_range(0..followers.len())];
     cluster.pause(victim);
-    let caught_up = wait_others_hold(cluster, leader, victim, Duration::from_secs(10));
+    let caught_up = wait_others_hold(cluster, victim, Duration::from_secs(10));
     cluster.kill9(victim);
     if !caught_up {
         // Not safe to tear: the others may not hold all the victim holds. A plain crash.
@@ -231,13 +231,14 @@ fn torn_wal(cluster: &mut Cluster, round: usize, rng: &mut StdRng) -> (Vec<usize
     (vec![], what, Undo::Restart(vec![victim]))
 }
 
-/// Whether, per the leader's `/v1/status`, every member but `victim` has a `match_index` at
-/// least the victim's (polls up to `within`).
-fn wait_others_hold(cluster: &Cluster, leader: usize, victim: usize, within: Duration) -> bool {
+/// Whether, per the current leader's `/v1/status`, every member but `victim` has a
+/// `match_index` at least the victim's (polls up to `within`; the leader may change meanwhile).
+fn wait_others_hold(cluster: &Cluster, victim: usize, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let victim_id = Some(cluster.node_id(victim));
     while Instant::now() < deadline {
-        if let (Some(status), Some(victim_id)) = (cluster.status(leader), &victim_id) {
+        let status = cluster.leader().and_then(|l| cluster.status(l));
+        if let (Some(status), Some(victim_id)) = (status, &victim_id) {
             let members = status["members"].as_array().cloned().unwrap_or_default();
             let leader_last = status["last_log_index"].as_u64().unwrap_or(0);
             let index_of = |m: &serde_json::Value| {

@@ -6,7 +6,8 @@
 //! has the unsafe test switch `ROCINANTE_UNSAFE_LOCAL_READS`, a run of that broken server must
 //! fail. Long form (`JEPSEN_LONG=1`, `make jepsen`): every fault type alone for
 //! `JEPSEN_FAULT_S` seconds (default 180) on 3 nodes, then a 5-node run of all of them.
-//! `JEPSEN_SEED=N` changes the seed (printed in every summary).
+//! `JEPSEN_SEED=N` changes the seed (printed in every summary); `JEPSEN_ONLY=<Fault>` limits
+//! the long form to one fault type.
 
 use crate::checker::{Limits, Verdict, check};
 use crate::faults::Fault;
@@ -80,8 +81,13 @@ fn long_run_each_fault_alone() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(180);
+    // `JEPSEN_ONLY=TornWal` runs just that fault type (and no 5-node run).
+    let only = std::env::var("JEPSEN_ONLY").ok();
     let mut failed = Vec::new();
     for fault in Fault::ALL {
+        if only.as_ref().is_some_and(|o| *o != format!("{fault:?}")) {
+            continue;
+        }
         let name = format!("long-{fault:?}");
         let report = exclusive_run(RunOptions::new(
             &name,
@@ -92,6 +98,10 @@ fn long_run_each_fault_alone() {
         if !report.passed() {
             failed.push(format!("{name}: {}", report.history_path.display()));
         }
+    }
+    if only.is_some() {
+        assert!(failed.is_empty(), "failed runs: {failed:#?}");
+        return;
     }
     let mut five = RunOptions::new(
         "long-5-nodes",

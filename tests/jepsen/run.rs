@@ -81,6 +81,9 @@ pub struct Report {
     pub problems: Vec<String>,
     pub elapsed: Duration,
     pub check_time: Duration,
+    /// Restarts whose recovery started from a snapshot (from the node logs' `recovered` lines;
+    /// best effort: 0 also when the log format changed).
+    pub snapshot_restarts: usize,
 }
 
 impl Report {
@@ -128,7 +131,11 @@ impl Report {
             "http statuses (0 = no answer, 1 = not sent): {:?}\n",
             self.stats.statuses
         ));
-        s.push_str(&format!("faults injected: {}\n", self.faults.len()));
+        s.push_str(&format!(
+            "restarts recovered from a snapshot: {}\nfaults injected: {}\n",
+            self.snapshot_restarts,
+            self.faults.len()
+        ));
         for f in &self.faults {
             s.push_str(&format!(
                 "  {:>6.1}s {:?}: {}; all nodes served again {}\n",
@@ -243,6 +250,7 @@ pub fn run(options: RunOptions) -> Report {
             let _ = std::fs::remove_dir_all(dir.join(format!("n{i}")));
         }
     }
+    let snapshot_restarts = (0..options.nodes).map(|i| snapshot_restarts(&dir, i)).sum();
     Report {
         options,
         mode,
@@ -256,7 +264,19 @@ pub fn run(options: RunOptions) -> Report {
         problems,
         elapsed: started.elapsed(),
         check_time,
+        snapshot_restarts,
     }
+}
+
+/// Count the `recovered ... snapshot_index=N` log lines with N > 0 of node `i`.
+fn snapshot_restarts(dir: &std::path::Path, i: usize) -> usize {
+    let log = std::fs::read_to_string(dir.join(format!("n{i}.log"))).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("recovered"))
+        .filter_map(|l| l.split("snapshot_index=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|n| n.parse::<u64>().is_ok_and(|n| n > 0))
+        .count()
 }
 
 struct StopOnDrop<'a>(&'a AtomicBool);
