@@ -7,8 +7,8 @@
 //! reaches the nodes from the host as 10.77.S.254 over one more veth into the switch. Cuts are
 //! `iptables -A OUTPUT -d PEER -j DROP` inside the sending node's namespace (a one-way cut;
 //! two of them make a partition), so clients still reach every node: an isolated leader keeps
-//! talking to clients, as in Jepsen's etcd tests. Without iptables, a blackhole route in the
-//! sender's namespace does the same job.
+//! talking to clients, as in Jepsen's etcd tests. Without iptables (or with
+//! `JEPSEN_CUT=route`), a blackhole route in the sender's namespace does the same job.
 //!
 //! Fallback (not root, or namespaces refused): addresses 127.77.S.(i+1) on the loopback
 //! device, no partitions; the nemesis then uses only kill and SIGSTOP faults.
@@ -177,8 +177,11 @@ impl Net {
         let host_addr = format!("10.77.{}.254/24", net.subnet);
         ip(&["addr", "add", &host_addr, "dev", &host])?;
         ip(&["link", "set", &host, "up"])?;
-        if run("iptables", &["--version"]).is_err() {
-            eprintln!("jepsen: iptables missing; partitions use blackhole routes");
+        let forced_routes = std::env::var("JEPSEN_CUT").is_ok_and(|v| v == "route");
+        if forced_routes || run("iptables", &["--version"]).is_err() {
+            eprintln!(
+                "jepsen: partitions use blackhole routes (iptables missing or JEPSEN_CUT=route)"
+            );
             net.tool = CutTool::BlackholeRoute;
         }
         Ok(net)

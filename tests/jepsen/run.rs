@@ -84,6 +84,8 @@ pub struct Report {
     /// Restarts whose recovery started from a snapshot (from the node logs' `recovered` lines;
     /// best effort: 0 also when the log format changed).
     pub snapshot_restarts: usize,
+    /// Torn WAL tails the nodes reported repairing at start (best effort, from the logs).
+    pub wal_repairs: usize,
 }
 
 impl Report {
@@ -120,33 +122,43 @@ impl Report {
             s.push_str(&format!(" {kind} {outcome}: {n};"));
         }
         s.push_str(&format!(
-            "\nset: {} acked, {} failed, {} unknown; idempotent: {} retried, {} replayed answers\n",
+            "\nset: {} acked, {} failed, {} unknown; idempotent: {} retried, {} answers replayed, \
+             {} deliberate duplicates answered with the original\n",
             self.set.acked.len(),
             self.set.failed.len(),
             self.set.unknown.len(),
             self.stats.retried,
-            self.stats.replayed
+            self.stats.replayed,
+            self.stats.duplicates_replayed
         ));
         s.push_str(&format!(
             "http statuses (0 = no answer, 1 = not sent): {:?}\n",
             self.stats.statuses
         ));
         s.push_str(&format!(
-            "restarts recovered from a snapshot: {}\nfaults injected: {}\n",
+            "restarts recovered from a snapshot: {}; WAL tails repaired at start: {}\nfaults injected: {}\n",
             self.snapshot_restarts,
+            self.wal_repairs,
             self.faults.len()
         ));
         for f in &self.faults {
+            let (tried, done) = minority_writes(&self.ops, f);
+            let minority = if f.minority.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; writes sent to the minority: {tried}, completed: {}",
+                    done.len()
+                )
+            };
+            let recovery = f.recovery.map_or("NOT within bound".to_string(), |d| {
+                format!("{d:.2?} after heal")
+            });
             s.push_str(&format!(
-                "  {:>6.1}s {:?}: {}; all nodes served again {}\n",
+                "  {:>6.1}s {:?}: {}; all nodes served again {recovery}{minority}\n",
                 f.start_ns as f64 / 1e9,
                 f.fault,
                 f.detail,
-                f.recovery
-                    .map_or("NOT within bound".to_string(), |d| format!(
-                        "{:.2?} after heal",
-                        d
-                    ))
             ));
         }
         s.push_str(&format!(
@@ -250,7 +262,12 @@ pub fn run(options: RunOptions) -> Report {
             let _ = std::fs::remove_dir_all(dir.join(format!("n{i}")));
         }
     }
-    let snapshot_restarts = (0..options.nodes).map(|i| snapshot_restarts(&dir, i)).sum();
+    let snapshot_restarts = (0..options.nodes)
+        .map(|i| log_count(&dir, i, snapshot_restart))
+        .sum();
+    let wal_repairs = (0..options.nodes)
+        .map(|i| log_count(&dir, i, |l| l.contains("torn tail")))
+        .sum();
     Report {
         options,
         mode,
@@ -265,18 +282,43 @@ pub fn run(options: RunOptions) -> Report {
         elapsed: started.elapsed(),
         check_time,
         snapshot_restarts,
+        wal_repairs,
     }
 }
 
-/// Count the `recovered ... snapshot_index=N` log lines with N > 0 of node `i`.
-fn snapshot_restarts(dir: &std::path::Path, i: usize) -> usize {
+/// How many lines of node `i`'s log match.
+fn log_count(dir: &std::path::Path, i: usize, matches: impl Fn(&str) -> bool) -> usize {
     let log = std::fs::read_to_string(dir.join(format!("n{i}.log"))).unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains("recovered"))
-        .filter_map(|l| l.split("snapshot_index=").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .filter(|n| n.parse::<u64>().is_ok_and(|n| n > 0))
-        .count()
+    log.lines().filter(|l| matches(l)).count()
+}
+
+/// A `recovered ... snapshot_index=N` line with N > 0.
+fn snapshot_restart(line: &str) -> bool {
+    line.contains("recovered")
+        && line
+            .split("snapshot_index=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0))
+}
+
+/// Register and set writes sent to `f`'s minority nodes, invoked once the fault was in place
+/// and (for the second count) answered ok before it healed: that count must be 0.
+fn minority_writes<'a>(ops: &'a [Op], f: &Injected) -> (usize, Vec<&'a Op>) {
+    let sent: Vec<&Op> = ops
+        .iter()
+        .filter(|op| op.key.starts_with('r') || op.key.starts_with('s'))
+        .filter(|op| !matches!(op.input, Input::Get))
+        .filter(|op| f.minority.contains(&(op.node as usize).wrapping_sub(1)))
+        .filter(|op| op.call_ns >= f.start_ns && op.call_ns <= f.heal_ns)
+        .collect();
+    let done = sent
+        .iter()
+        .filter(|op| matches!(op.output, Output::Written { .. } | Output::Deleted { .. }))
+        .filter(|op| op.return_ns != RETURN_NEVER && op.return_ns <= f.heal_ns)
+        .copied()
+        .collect();
+    (sent.len(), done)
 }
 
 struct StopOnDrop<'a>(&'a AtomicBool);
@@ -398,17 +440,7 @@ fn judge(
         }
     }
     for f in injected {
-        let minority_writes: Vec<&Op> = ops
-            .iter()
-            .filter(|op| op.key.starts_with('r') || op.key.starts_with('s'))
-            .filter(|op| f.minority.contains(&(op.node as usize).wrapping_sub(1)))
-            .filter(|op| matches!(op.output, Output::Written { .. } | Output::Deleted { .. }))
-            .filter(|op| {
-                op.call_ns >= f.start_ns
-                    && op.return_ns != RETURN_NEVER
-                    && op.return_ns <= f.heal_ns
-            })
-            .collect();
+        let (_, minority_writes) = minority_writes(ops, f);
         if let Some(op) = minority_writes.first() {
             problems.push(format!(
                 "{:?}: the minority side completed {} writes, e.g. {op:?}",

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 pub const REGISTER_KEYS: usize = 4;
 /// Attempts of one idempotent logical op before it is left unknown.
 const IDEMPOTENT_ATTEMPTS_MAX: u32 = 6;
+/// Share of idempotent puts sent once more after their definitive answer.
+const DUPLICATE_SHARE: f64 = 0.3;
 /// Unexpected answers kept verbatim for the report (the count is always exact).
 const ODD_KEPT_MAX: usize = 20;
 
@@ -42,6 +44,8 @@ pub struct Stats {
     pub replayed: u64,
     /// Logical idempotent ops that needed more than one attempt.
     pub retried: u64,
+    /// Deliberate duplicates of answered idempotent puts that got the original answer back.
+    pub duplicates_replayed: u64,
 }
 
 /// What the set workload learned, per inserted key.
@@ -387,6 +391,9 @@ fn idempotent_put(
                         .unwrap_or_else(|e| e.into_inner())
                         .retried += 1;
                 }
+                if rng.random_bool(DUPLICATE_SHARE) {
+                    duplicate(shared, rng, key, input, idem, definitive);
+                }
                 return (node, definitive);
             }
         }
@@ -397,6 +404,33 @@ fn idempotent_put(
         std::thread::sleep(Duration::from_millis(200));
     }
     (node, output)
+}
+
+/// Send a request that already has a definitive answer once more, with the same
+/// Idempotency-Key, as a client whose answer was lost would: any answer but `503`, no answer
+/// or the original one (replayed, never applied again) breaks the contract.
+fn duplicate(
+    shared: &Shared,
+    rng: &mut StdRng,
+    key: &str,
+    input: Input,
+    idem: &str,
+    original: Output,
+) {
+    let node = rng.random_range(0..shared.addrs.len());
+    let sent = send(shared, shared.addrs[node], key, input, Some(idem));
+    let again = classify(shared, input, &sent, key);
+    let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+    match again {
+        Output::Failed | Output::Unknown => {}
+        same if same == original => stats.duplicates_replayed += 1,
+        other => {
+            drop(stats);
+            shared.note_odd(format!(
+                "{key}: duplicate with {idem} answered {other:?}, first {original:?}"
+            ));
+        }
+    }
 }
 
 /// After healing: read every hot key through every node (recorded as ops of client `client`).
