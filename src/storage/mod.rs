@@ -135,10 +135,19 @@ impl Storage {
     /// It does not compact the log: call `compact` after it. If the log holds entries after
     /// the snapshot but not its last entry with the same term (an installed snapshot that
     /// conflicts, §7), those entries are durably discarded first.
+    ///
+    /// Snapshots only move forward: saving one older than the latest is a caller bug (the core
+    /// ignores stale InstallSnapshot requests) and is asserted, since it would delete the newer.
     pub fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        assert!(
+            meta.last_included_index >= self.wal.snapshot_index(),
+            "snapshot at {} is older than the saved one at {}",
+            meta.last_included_index,
+            self.wal.snapshot_index()
+        );
         self.wal.prepare_snapshot(meta)?;
         snapshot_file::save(&self.dir, meta, data).inspect_err(|_| self.wal.poison())?;
-        self.wal.snapshot_saved(meta.last_included_index);
+        self.wal.snapshot_saved(meta);
         Ok(())
     }
 
