@@ -122,7 +122,9 @@ impl Storage {
     ///
     /// `entries` must be contiguous and start at most one past `last_index()` (asserted: a
     /// gap is a caller bug). After a snapshot past the log's end, they may start right after
-    /// the snapshot. On error the node must stop: the WAL refuses all further calls.
+    /// the snapshot. One entry's data may be at most `frame::PAYLOAD_BYTES_MAX` (256 MiB) less
+    /// 17 bytes (asserted: the API bounds request sizes far below). On error the node must
+    /// stop: the WAL refuses all further calls.
     pub fn append(
         &mut self,
         hard_state: Option<&HardState>,
