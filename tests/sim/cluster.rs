@@ -124,6 +124,7 @@ pub struct Stats {
     /// Entry bytes carried by AppendEntries.
     pub entry_bytes: u64,
     pub append_rejects: u64,
+    pub crashes: usize,
 }
 
 pub struct SimNode {

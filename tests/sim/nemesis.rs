@@ -19,6 +19,7 @@ impl Sim {
         if !self.is_up(node) {
             return;
         }
+        self.stats.crashes += 1;
         let mut lost = String::new();
         if let Some(rd) = self.nodes[node].inflight.take() {
             // Cut point in the record stream: 0 keeps nothing, c >= 1 keeps the hard state and
