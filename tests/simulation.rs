@@ -94,3 +94,31 @@ fn same_seed_same_trace() {
         assert_ne!(a.hash, c.hash, "seeds 42 and 43 gave the same trace");
     }
 }
+
+/// The checker must bite: with a disk that loses acknowledged entries at a crash (a lying
+/// fsync), Raft's safety is gone, and some seed must show it as a checked violation. If this
+/// test fails, the checker has gone blind, and a green sweep means nothing.
+#[test]
+fn checker_catches_a_lying_disk() {
+    let mut caught: Vec<String> = Vec::new();
+    for seed in 1..=300 {
+        let mut opts = sim::cluster::Options::new(3, seed);
+        opts.lying_disk = true;
+        if let Err(e) = sim::cluster::expect_failures(|| sweep::run(opts)) {
+            match e.downcast::<String>() {
+                Ok(msg) => caught.push(*msg),
+                Err(e) => std::panic::resume_unwind(e), // a panic in the core: report it
+            }
+        }
+        if caught.len() >= 3 {
+            break;
+        }
+    }
+    assert!(
+        !caught.is_empty(),
+        "300 seeds with a lying disk and the checker saw nothing"
+    );
+    for c in &caught {
+        eprintln!("lying disk caught: {c}");
+    }
+}

@@ -48,6 +48,9 @@ pub struct Options {
     pub unique_payloads: bool,
     /// Printed on failure: the one command that replays this run.
     pub replay: String,
+    /// Fault injection into the simulator itself, to prove the checker bites: at each crash
+    /// the disk also loses up to 3 entries it had acknowledged as durable (a lying fsync).
+    pub lying_disk: bool,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
             keep_trace: std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"),
             unique_payloads: false,
             replay: String::from("cargo test --test simulation <this test> -- --nocapture"),
+            lying_disk: false,
         }
     }
 }
@@ -165,6 +169,21 @@ pub struct Sim {
     pub filter: Option<MessageFilter>,
 }
 
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with quiet failures (for tests that expect the checker to fire): a failure unwinds
+/// with its message as a `String` payload instead of printing a panic.
+pub fn expect_failures<T>(
+    f: impl FnOnce() -> T + std::panic::UnwindSafe,
+) -> std::thread::Result<T> {
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(f);
+    QUIET.with(|q| q.set(false));
+    r
+}
+
 /// splitmix64: derives independent per-node seeds from the simulation seed.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -230,8 +249,12 @@ impl Sim {
         c
     }
 
-    /// Fails the run: the seed, the replay command and the tail of the trace.
+    /// Fails the run: the seed, the replay command and the tail of the trace. Under
+    /// `expect_failures` the failure unwinds quietly with the message as its payload.
     pub fn fail(&self, what: &str) -> ! {
+        if QUIET.with(|q| q.get()) {
+            std::panic::resume_unwind(Box::new(format!("seed {}: {what}", self.opts.seed)));
+        }
         if let Some(all) = self
             .trace
             .full()

@@ -40,6 +40,12 @@ impl Sim {
                 if cut > 0 { "kept" } else { "lost" }
             );
         }
+        if self.opts.lying_disk {
+            let lie = self.rng.random_range(0..=3usize);
+            let d = &mut self.nodes[node].storage.entries;
+            d.truncate(d.len().saturating_sub(lie));
+            lost.push_str(&format!(" (lying disk: lost {lie} durable entries)"));
+        }
         let n = &mut self.nodes[node];
         n.raft = None;
         n.incarnation += 1;

@@ -44,8 +44,13 @@ pub struct Summary {
 
 pub fn run_seed(nodes: usize, seed: u64, replay: String) -> Summary {
     let mut opts = Options::new(nodes, seed);
-    opts.unique_payloads = true;
     opts.replay = replay;
+    run(opts)
+}
+
+/// One seed of the sweep with the given options (clients' payloads are always unique).
+pub fn run(mut opts: Options) -> Summary {
+    opts.unique_payloads = true;
     let mut sim = Sim::new(opts);
     chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
