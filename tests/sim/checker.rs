@@ -364,8 +364,12 @@ impl Checker {
                 pre_vote: false,
                 vote_granted: true,
             } => {
+                // The vote itself, or a later term, must be durable: a node whose durable term
+                // is above the vote's can never vote in that term again, so a grant that one
+                // batch superseded is safe to send.
                 let hs = durable.hard_state;
-                if hs.current_term != msg.term || hs.voted_for != Some(msg.to) {
+                let durable_vote = hs.current_term == msg.term && hs.voted_for == Some(msg.to);
+                if !(durable_vote || hs.current_term > msg.term) {
                     return Err(format!(
                         "{} granted its vote in term {} before it was durable (durable: term {} vote {:?})",
                         who(node),

@@ -14,10 +14,11 @@
 //! (failed reads are retried, as clients do) within COMMIT_MS.
 
 use bytes::Bytes;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rocinante::raft::Role;
 
-use super::cluster::{Options, Outcome, ReadOutcome, Sim};
+use super::cluster::{Options, Outcome, ReadOutcome, Sim, Tuning};
 use super::network::{NetConfig, Time};
 
 /// Virtual length of the chaos phase.
@@ -51,7 +52,16 @@ pub fn run_seed(nodes: usize, seed: u64, replay: String) -> Summary {
 /// One seed of the sweep with the given options (clients' payloads are always unique).
 pub fn run(mut opts: Options) -> Summary {
     opts.unique_payloads = true;
+    // Half the seeds run the core's defaults, half a random tuning (drawn from a generator
+    // of its own, so the main RNG's stream does not depend on this choice).
+    let mut tuning_rng = StdRng::seed_from_u64(opts.seed ^ 0x7475_6e69_6e67);
+    if tuning_rng.random_bool(0.5) {
+        opts.tuning = Some(Tuning::random(&mut tuning_rng));
+    }
     let mut sim = Sim::new(opts);
+    if let Some(t) = sim.opts.tuning.clone() {
+        sim.log(format!("TUNING {t:?}"));
+    }
     chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
     Summary {
@@ -143,7 +153,13 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                     Some(l) if sim.rng.random_bool(0.8) => l,
                     _ => target,
                 };
-                let data = Bytes::from(format!("c{}", sim.proposals.len()));
+                // Unique payloads; some padded, to exercise the byte limits.
+                let pad = if sim.rng.random_bool(0.2) {
+                    sim.rng.random_range(0..300)
+                } else {
+                    0
+                };
+                let data = Bytes::from(format!("c{}{}", sim.proposals.len(), ".".repeat(pad)));
                 sim.submit(to, data);
             }
             60..75 => {

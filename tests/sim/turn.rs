@@ -255,8 +255,35 @@ impl Sim {
             self.log(format!("n{} commit={}", n + 1, seen.commit));
         }
         self.nodes[n].seen = seen;
+        let advanced = !newly.is_empty();
         for k in newly {
             self.resolve(Index(k as u64 + 1));
+        }
+        if advanced {
+            (0..self.nodes.len()).for_each(|i| self.check_lease(i));
+        } else {
+            self.check_lease(n);
+        }
+    }
+
+    /// Lease reads (thesis §6.4.1): while `has_lease()` holds, the node may serve a read from
+    /// its own state at its commit index, so that index must cover everything committed
+    /// anywhere in the cluster. Checked whenever the node is observed or the cluster-wide
+    /// commit index moves.
+    /// A node whose clock is frozen (golden scenarios) is exempt: leases assume clocks that
+    /// advance at about the same rate.
+    fn check_lease(&self, n: usize) {
+        let Some(raft) = self.raft(n).filter(|_| self.nodes[n].ticking) else {
+            return;
+        };
+        if raft.has_lease() && raft.commit_index() < self.checker.commit_index() {
+            self.fail(&format!(
+                "lease read: n{} holds a lease (term {}) at commit {} but {} is committed",
+                n + 1,
+                raft.term(),
+                raft.commit_index(),
+                self.checker.commit_index()
+            ));
         }
     }
 
