@@ -64,6 +64,13 @@ pub fn run(mut opts: Options) -> Summary {
     }
     chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
+    if let Some(all) = sim
+        .trace
+        .full()
+        .filter(|_| std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"))
+    {
+        eprintln!("full trace:\n{}", all.join("\n"));
+    }
     Summary {
         hash: sim.trace.hash(),
         committed: sim.checker.committed.len(),
@@ -93,7 +100,8 @@ fn random_net(sim: &mut Sim) {
         delay_ms_min: 0,
         delay_ms_max: max,
         long_delay: if r.random_bool(0.3) { 0.05 } else { 0.0 },
-        long_delay_ms_max: 600,
+        long_delay_ms_min: 40,
+        long_delay_ms_extra_max: 600,
         fifo: r.random_bool(0.3),
     };
     let c = sim.net.config.clone();
