@@ -53,6 +53,8 @@ pub struct Options {
     pub lying_disk: bool,
     /// Overrides of the core's defaults, the same on every node.
     pub tuning: Option<Tuning>,
+    /// Check lease reads (`has_lease`); `SIM_LEASE_CHECK=0` turns it off.
+    pub lease_check: bool,
 }
 
 /// Core parameters the sweep varies per seed, to reach the code paths that the defaults
@@ -119,6 +121,7 @@ impl Options {
             replay: String::from("cargo test --test simulation <this test> -- --nocapture"),
             lying_disk: false,
             tuning: None,
+            lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
         }
     }
 }

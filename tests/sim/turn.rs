@@ -274,7 +274,7 @@ impl Sim {
     /// advance at about the same rate. `SIM_LEASE_CHECK=0` turns the check off, to hunt for
     /// other bugs while a lease finding is open (SIM_FINDINGS.md).
     fn check_lease(&self, n: usize) {
-        if std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0") {
+        if !self.opts.lease_check {
             return;
         }
         let Some(raft) = self.raft(n).filter(|_| self.nodes[n].ticking) else {
