@@ -161,14 +161,22 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                     Some(l) if sim.rng.random_bool(0.8) => l,
                     _ => target,
                 };
-                // Unique payloads; some padded, to exercise the byte limits.
-                let pad = if sim.rng.random_bool(0.2) {
-                    sim.rng.random_range(0..300)
+                // Sometimes a burst arriving at once (batching, flow control, Busy).
+                let burst = if sim.rng.random_bool(0.05) {
+                    sim.rng.random_range(2..30)
                 } else {
-                    0
+                    1
                 };
-                let data = Bytes::from(format!("c{}{}", sim.proposals.len(), ".".repeat(pad)));
-                sim.submit(to, data);
+                for _ in 0..burst {
+                    // Unique payloads; some padded, to exercise the byte limits.
+                    let pad = if sim.rng.random_bool(0.2) {
+                        sim.rng.random_range(0..300)
+                    } else {
+                        0
+                    };
+                    let data = Bytes::from(format!("c{}{}", sim.proposals.len(), ".".repeat(pad)));
+                    sim.submit(to, data);
+                }
             }
             60..75 => {
                 sim.read(target);
