@@ -4,9 +4,18 @@
 //! `propose`, `read_index`, `transfer_leadership`. Output: `ready()`, executed by the runtime in
 //! the order documented on `Ready`, then acknowledged with `persisted` and `applied`.
 //! Everything here is deterministic given the seed in `Config` and the order of calls.
+//!
+//! `RaftNode`'s methods are spread by idea: `read_index` and `has_lease` are in
+//! `read_index.rs`, `transfer_leadership` in `replication.rs`, the election rules in
+//! `election.rs`. This file holds the struct, the inputs' entry points and `ready()`.
 
-use super::message::{Message, ReadId};
-use super::types::{Entry, HardState, Index, NodeId, Role, SnapshotMeta, Term};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::log::RaftLog;
+use super::message::{Message, MessageBody, ReadId};
+use super::role::RoleState;
+use super::types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotMeta, Term};
 
 /// Static parameters of one node. Times are in ticks: the runtime decides how long a tick is.
 #[derive(Clone, Debug)]
@@ -39,8 +48,26 @@ pub struct Config {
     /// At most this many read requests waiting for a confirmation round; beyond it
     /// `read_index` returns `ReadError::Busy`.
     pub pending_reads_max: usize,
+    /// At most this many entry bytes in one `Ready::committed_entries` (at least one entry is
+    /// always handed out); the rest follow in the next `ready()`.
+    pub committed_bytes_max: u64,
     /// Seed of this node's RNG (election timeouts). The simulator derives it from its seed.
     pub seed: u64,
+}
+
+/// A configuration that cannot work (checked by `Config::validate`, asserted by `RaftNode::new`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("election_ticks_min must be >= 1 and < election_ticks_max")]
+    ElectionTicks,
+    #[error("heartbeat_ticks must be >= 1 and < election_ticks_min")]
+    HeartbeatTicks,
+    #[error("node id 0 is reserved")]
+    ZeroId,
+    #[error("a node cannot be both voter and learner")]
+    VoterAndLearner,
+    #[error("limits must be >= 1")]
+    Limits,
 }
 
 impl Config {
@@ -61,8 +88,35 @@ impl Config {
             msg_bytes_max: 4 << 20,
             uncommitted_entries_max: 100_000,
             pending_reads_max: 100_000,
+            committed_bytes_max: 64 << 20,
             seed,
         }
+    }
+
+    /// Check the parameters make sense; the runtime calls this on user-supplied settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.election_ticks_min == 0 || self.election_ticks_min >= self.election_ticks_max {
+            return Err(ConfigError::ElectionTicks);
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks_min {
+            return Err(ConfigError::HeartbeatTicks);
+        }
+        if self.id == NodeId(0) {
+            return Err(ConfigError::ZeroId);
+        }
+        if self.voters.iter().any(|v| self.learners.contains(v)) {
+            return Err(ConfigError::VoterAndLearner);
+        }
+        if self.inflight_msgs_max == 0
+            || self.inflight_bytes_max == 0
+            || self.msg_bytes_max == 0
+            || self.uncommitted_entries_max == 0
+            || self.pending_reads_max == 0
+            || self.committed_bytes_max == 0
+        {
+            return Err(ConfigError::Limits);
+        }
+        Ok(())
     }
 }
 
@@ -159,113 +213,333 @@ impl Ready {
 }
 
 /// One Raft node. See `raft/mod.rs` for how it works.
+///
+/// Fields are `pub(super)` so the files that each hold one idea (`election.rs`,
+/// `replication.rs`, `read_index.rs`) can extend it; nothing outside `raft` sees them.
 pub struct RaftNode {
-    // The implementation fills this in.
+    pub(super) config: Config,
+    /// Election timeouts only; seeded from `config.seed` so a run is reproducible.
+    pub(super) rng: StdRng,
+    /// Latest term seen (§5.1); persisted through `Ready::hard_state`.
+    pub(super) current_term: Term,
+    /// Vote cast in `current_term` (§5.2); persisted before any vote response leaves.
+    pub(super) voted_for: Option<NodeId>,
+    pub(super) log: RaftLog,
+    pub(super) role: RoleState,
+    /// The leader of `current_term` as far as this node knows.
+    pub(super) leader: Option<NodeId>,
+    /// Ticks since the last reset: for followers and candidates the time since they heard from
+    /// a leader or granted a vote; for a leader the time within the current check-quorum round.
+    pub(super) election_elapsed: u64,
+    /// This round's randomized timeout, in `[election_ticks_min, election_ticks_max)` (§5.2).
+    pub(super) election_timeout: u64,
+    /// Ticks since this node started: the virtual clock the lease is measured on.
+    pub(super) now: u64,
+    /// Started from a non-empty hard state (see `in_lease`).
+    pub(super) restarted: bool,
+    /// Leader AppendEntries that may leave before the fsync (thesis §10.2.1). Drained by
+    /// every `ready()`, so bounded by what one turn of inputs produces.
+    pub(super) msgs_before_persist: Vec<Message>,
+    /// Everything else: may acknowledge the hard state or entries of the same `Ready`.
+    pub(super) msgs: Vec<Message>,
+    pub(super) read_states: Vec<ReadState>,
+    pub(super) failed_reads: Vec<(ReadId, ReadFailure)>,
+    /// Reads this non-leader forwarded: (id, to which leader, tick sent). At most
+    /// `pending_reads_max`; each fails if unanswered after `election_ticks_max` ticks (the
+    /// request or its answer may have been lost).
+    pub(super) forwarded_reads: Vec<(ReadId, NodeId, u64)>,
+    /// Highest index the runtime reported applied (`applied`); never beyond what was handed out.
+    pub(super) last_applied: Index,
+    prev_soft: SoftState,
+    prev_hard: HardState,
 }
 
 impl RaftNode {
     /// A node starting from recovered state (`Restored::default()` for a brand-new node).
+    /// It starts as a follower (a learner if it is not a voter) with commit_index at the
+    /// snapshot: commit_index is volatile (figure 2) and is relearned from the leader.
+    ///
+    /// Panics if `config.validate()` fails or the restored entries are not contiguous after
+    /// the snapshot: both are the caller's bugs (the runtime validates user settings first,
+    /// and storage recovery checks the log).
     pub fn new(config: Config, restored: Restored) -> RaftNode {
-        let _ = (config, restored);
-        todo!()
+        if let Err(e) = config.validate() {
+            panic!("invalid raft config: {e}");
+        }
+        let (snap_index, snap_term) = restored.snapshot.as_ref().map_or((Index(0), Term(0)), |s| {
+            (s.last_included_index, s.last_included_term)
+        });
+        let log = RaftLog::restore(snap_index, snap_term, restored.entries);
+        let mut node = RaftNode {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            current_term: restored.hard_state.current_term,
+            voted_for: restored.hard_state.voted_for,
+            log,
+            role: RoleState::Follower,
+            leader: None,
+            election_elapsed: 0,
+            election_timeout: 0,
+            now: 0,
+            restarted: restored.hard_state.current_term > Term(0),
+            msgs_before_persist: Vec::new(),
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            failed_reads: Vec::new(),
+            forwarded_reads: Vec::new(),
+            last_applied: snap_index,
+            prev_soft: SoftState {
+                role: Role::Follower,
+                term: Term(0),
+                leader: None,
+                commit_index: Index(0),
+            },
+            prev_hard: restored.hard_state,
+        };
+        node.reset_election_timer();
+        node.prev_soft = node.soft_state();
+        node
     }
 
     /// Advance the logical clock by one tick: election timeouts, heartbeats, check-quorum.
     pub fn tick(&mut self) {
-        todo!()
+        self.now += 1;
+        self.expire_forwarded_reads();
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
     }
 
     /// Handle one message from a peer. Messages from unknown senders or old terms are dropped
     /// (answered where the paper says to answer), never a panic.
     pub fn step(&mut self, msg: Message) {
-        let _ = msg;
-        todo!()
+        if msg.to != self.config.id || msg.from == self.config.id || !self.is_member(msg.from) {
+            return;
+        }
+        if !self.step_term(&msg) {
+            return;
+        }
+        let from = msg.from;
+        match msg.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                leadership_transfer,
+            } => self.handle_request_vote(
+                from,
+                msg.term,
+                pre_vote,
+                (last_log_index, last_log_term),
+                leadership_transfer,
+            ),
+            MessageBody::RequestVoteResponse {
+                pre_vote,
+                vote_granted,
+            } => self.handle_vote_response(from, msg.term, pre_vote, vote_granted),
+            MessageBody::AppendEntries { .. } => self.handle_append_entries(msg),
+            MessageBody::AppendEntriesResponse { .. } => self.handle_append_response(msg),
+            MessageBody::TimeoutNow => self.handle_timeout_now(from),
+            MessageBody::ReadIndexRequest { id } => self.handle_read_index_request(from, id),
+            MessageBody::ReadIndexResponse { id, index } => {
+                self.handle_read_index_response(from, id, index)
+            }
+            // Snapshots arrive with the snapshot issue; until then a leader never sends them
+            // (it keeps its whole log), so ignoring them loses nothing.
+            MessageBody::InstallSnapshot { .. } | MessageBody::InstallSnapshotResponse { .. } => {}
+        }
     }
 
     /// Append a client command (leader only). Returns the index and term the entry was given:
     /// the runtime's proposal has succeeded exactly when an entry with this index *and* term
     /// is later committed; if the index is committed with another term, it was lost.
     pub fn propose(&mut self, data: bytes::Bytes) -> Result<(Index, Term), ProposeError> {
-        let _ = data;
-        todo!()
+        self.propose_entry(EntryKind::Normal, data)
     }
 
-    /// Ask for a linearizable read (thesis §6.4). On a leader it joins the next confirmation
-    /// round; on a follower it is forwarded to the leader. The answer arrives in
-    /// `Ready::read_states` or `Ready::failed_reads`.
-    pub fn read_index(&mut self, id: ReadId) -> Result<(), ReadError> {
-        let _ = id;
-        todo!()
+    /// Append an entry of any kind (leader only); `propose` is the `Normal` case. The limit is
+    /// `uncommitted_entries_max` entries appended but not yet committed.
+    pub fn propose_entry(
+        &mut self,
+        kind: EntryKind,
+        data: bytes::Bytes,
+    ) -> Result<(Index, Term), ProposeError> {
+        let RoleState::Leader(leader) = &self.role else {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        if leader.transfer.is_some() {
+            return Err(ProposeError::Transferring);
+        }
+        let uncommitted = self.log.last_index().0 - self.log.commit_index().0;
+        if uncommitted >= self.config.uncommitted_entries_max as u64 {
+            return Err(ProposeError::Busy);
+        }
+        let index = self.log.last_index().next();
+        let term = self.current_term;
+        self.log.append(Entry {
+            term,
+            index,
+            kind,
+            data,
+        });
+        Ok((index, term))
     }
 
-    /// Start handing leadership to `to` (thesis §3.10): bring it up to date, then TimeoutNow.
-    /// Aborted after an election timeout if it has not happened.
-    pub fn transfer_leadership(&mut self, to: NodeId) {
-        let _ = to;
-        todo!()
-    }
-
-    /// Start an election now (tests and single-node bootstrap).
+    /// Start an election now (tests and single-node bootstrap). With pre-vote on, this starts
+    /// the pre-vote phase. Ignored on a leader and on a non-voter.
     pub fn campaign(&mut self) {
-        todo!()
+        if matches!(self.role, RoleState::Leader(_)) || !self.is_voter() {
+            return;
+        }
+        self.start_campaign();
     }
 
     /// Everything accumulated since the last call; see `Ready` for the execution order.
     pub fn ready(&mut self) -> Ready {
-        todo!()
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.flush_leader();
+        }
+        let soft = self.soft_state();
+        let soft_state = (soft != self.prev_soft).then_some(soft);
+        self.prev_soft = soft;
+        let hard = self.hard_state();
+        let hard_state = (hard != self.prev_hard).then_some(hard);
+        self.prev_hard = hard;
+        Ready {
+            soft_state,
+            hard_state,
+            entries: self.log.take_unstable(),
+            messages_before_persist: std::mem::take(&mut self.msgs_before_persist),
+            messages: std::mem::take(&mut self.msgs),
+            committed_entries: self.log.take_committed(self.config.committed_bytes_max),
+            read_states: std::mem::take(&mut self.read_states),
+            failed_reads: std::mem::take(&mut self.failed_reads),
+        }
     }
 
     /// True if `ready()` would return something non-empty.
     pub fn has_ready(&self) -> bool {
-        todo!()
+        self.soft_state() != self.prev_soft
+            || self.hard_state() != self.prev_hard
+            || self.log.has_unstable()
+            || !self.msgs_before_persist.is_empty()
+            || !self.msgs.is_empty()
+            || self.log.has_committed_to_send()
+            || !self.read_states.is_empty()
+            || !self.failed_reads.is_empty()
+            || self.leader_has_sends()
     }
 
     /// Storage has durably written the log up to `index`, whose entry has term `term`. If the
     /// log was truncated meanwhile and `index` now holds another term, this is ignored.
     pub fn persisted(&mut self, index: Index, term: Term) {
-        let _ = (index, term);
-        todo!()
+        if self.log.persisted_to(index, term) && matches!(self.role, RoleState::Leader(_)) {
+            // The leader's own vote toward commitment (thesis §10.2.1).
+            self.maybe_commit();
+        }
     }
 
     /// The state machine has applied every committed entry up to `index`.
     pub fn applied(&mut self, index: Index) {
-        let _ = index;
-        todo!()
+        let index = index.min(self.log.applied_sent());
+        self.last_applied = self.last_applied.max(index);
     }
 
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.config.id
     }
     pub fn role(&self) -> Role {
-        todo!()
+        match self.role {
+            RoleState::Follower if !self.is_voter() => Role::Learner,
+            RoleState::Follower => Role::Follower,
+            RoleState::PreCandidate { .. } => Role::PreCandidate,
+            RoleState::Candidate { .. } => Role::Candidate,
+            RoleState::Leader(_) => Role::Leader,
+        }
     }
     pub fn term(&self) -> Term {
-        todo!()
+        self.current_term
     }
     pub fn leader(&self) -> Option<NodeId> {
-        todo!()
+        self.leader
     }
     pub fn commit_index(&self) -> Index {
-        todo!()
+        self.log.commit_index()
     }
     pub fn last_index(&self) -> Index {
-        todo!()
+        self.log.last_index()
+    }
+    /// The term of the last entry in the log (§5.4.1's "last log term").
+    pub fn last_term(&self) -> Term {
+        self.log.last_term()
+    }
+    /// Highest index the runtime reported applied.
+    pub fn last_applied(&self) -> Index {
+        self.last_applied
+    }
+    /// Highest index storage reported durable.
+    pub fn persisted_index(&self) -> Index {
+        self.log.persisted_index()
     }
     pub fn hard_state(&self) -> HardState {
-        todo!()
+        HardState {
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+        }
     }
-    /// True on a leader that heard from a quorum within the last `election_ticks_min` ticks
-    /// less a safety margin: it may serve `consistency=lease` reads locally (thesis §6.4.1).
-    pub fn has_lease(&self) -> bool {
-        todo!()
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role(),
+            term: self.current_term,
+            leader: self.leader,
+            commit_index: self.log.commit_index(),
+        }
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The target of the leadership transfer in progress, if any.
+    pub fn transferring_to(&self) -> Option<NodeId> {
+        match &self.role {
+            RoleState::Leader(l) => l.transfer.as_ref().map(|t| t.to),
+            _ => None,
+        }
     }
     /// The leader's view of each peer's `match_index` (empty on a follower).
     pub fn progress(&self) -> Vec<(NodeId, Index)> {
-        todo!()
+        match &self.role {
+            RoleState::Leader(l) => l
+                .progress
+                .iter()
+                .map(|(id, p)| (*id, p.match_index))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
     /// Entries in `[from, to]` still in memory (for tests and the simulator's checks).
     pub fn entries(&self, from: Index, to: Index) -> Vec<Entry> {
-        let _ = (from, to);
-        todo!()
+        self.log.slice(from, to, u64::MAX)
+    }
+
+    pub(super) fn is_voter(&self) -> bool {
+        self.config.voters.contains(&self.config.id)
+    }
+
+    pub(super) fn is_member(&self, id: NodeId) -> bool {
+        self.config.voters.contains(&id) || self.config.learners.contains(&id)
+    }
+
+    /// Queue a message for after the persist step (see `Ready`).
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.config.id,
+            to,
+            term: self.current_term,
+            body,
+        });
     }
 }
