@@ -76,6 +76,11 @@ impl Checker {
         }
     }
 
+    /// The highest term that has had a leader so far.
+    pub fn latest_leader_term(&self) -> Option<Term> {
+        self.leaders.keys().next_back().copied()
+    }
+
     pub fn commit_index(&self) -> Index {
         Index(self.committed.len() as u64)
     }

@@ -36,6 +36,12 @@ impl Sim {
                 return;
             }
             let rd = raft.ready();
+            if rd.is_empty() {
+                self.fail(&format!(
+                    "n{}: has_ready() was true but ready() was empty",
+                    n + 1
+                ));
+            }
             self.begin_ready(n, rd);
         }
         self.fail(&format!(
@@ -263,6 +269,37 @@ impl Sim {
             (0..self.nodes.len()).for_each(|i| self.check_lease(i));
         } else {
             self.check_lease(n);
+        }
+        self.check_match_index(n);
+    }
+
+    /// The leader of the latest term believes each peer's log matches its own up to
+    /// `match_index` (§5.3); that peer acknowledged it only once durable, and no leader can
+    /// make it truncate those entries since (any other leader has a lower term). So the peer's
+    /// durable log holds the leader's entry at `match_index` (and, by Log Matching, all before
+    /// it). A follower that drops acknowledged entries (say, on a stale, shorter
+    /// AppendEntries) fails here.
+    fn check_match_index(&self, n: usize) {
+        let Some(raft) = self.raft(n) else { return };
+        if raft.role() != Role::Leader || self.checker.latest_leader_term() != Some(raft.term()) {
+            return;
+        }
+        let log = &self.nodes[n].log;
+        for (peer, m) in raft.progress() {
+            let p = super::cluster::index_of(peer);
+            if m.0 == 0 || p == n {
+                continue;
+            }
+            let k = m.0 as usize - 1;
+            if self.nodes[p].storage.entries.get(k) != log.get(k) {
+                self.fail(&format!(
+                    "leader n{} (term {}) has match_index {m} for n{}, whose durable log has {:?} there",
+                    n + 1,
+                    raft.term(),
+                    p + 1,
+                    self.nodes[p].storage.entries.get(k).map(trace::entry)
+                ));
+            }
         }
     }
 
