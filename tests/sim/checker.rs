@@ -123,27 +123,7 @@ impl Checker {
                 ));
             }
         }
-        // Overwritten or removed entries (§5.3 conflict truncation).
-        for old in &log[start - 1..] {
-            let new = entries.get(old.index.0 as usize - start);
-            if new == Some(old) {
-                continue;
-            }
-            if role == Role::Leader {
-                return Err(format!(
-                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
-                    who(node),
-                    old.index
-                ));
-            }
-            if self.committed.get(old.index.0 as usize - 1) == Some(old) {
-                return Err(format!(
-                    "{} truncated committed entry {}",
-                    who(node),
-                    old.index
-                ));
-            }
-        }
+        self.check_overwrite(node, role, term, &log[start - 1..], entries)?;
         log.truncate(start - 1);
         for e in entries {
             let prev_term = log.last().map_or(Term(0), |p| p.term);
@@ -169,6 +149,40 @@ impl Checker {
                 ));
             }
             log.push(e.clone());
+        }
+        Ok(())
+    }
+
+    /// `old` entries of a node's log are being replaced by `entries` (§5.3 conflict
+    /// truncation, or a re-send of the same entries). A leader never changes or removes its
+    /// own entries (Leader Append-Only), and nobody removes a committed one.
+    fn check_overwrite(
+        &self,
+        node: usize,
+        role: Role,
+        term: Term,
+        old: &[Entry],
+        entries: &[Entry],
+    ) -> Check {
+        let start = entries.first().map_or(0, |e| e.index.0 as usize);
+        for o in old {
+            if entries.get(o.index.0 as usize - start) == Some(o) {
+                continue;
+            }
+            if role == Role::Leader {
+                return Err(format!(
+                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
+                    who(node),
+                    o.index
+                ));
+            }
+            if self.committed.get(o.index.0 as usize - 1) == Some(o) {
+                return Err(format!(
+                    "{} truncated committed entry {}",
+                    who(node),
+                    o.index
+                ));
+            }
         }
         Ok(())
     }
