@@ -203,6 +203,9 @@ pub struct SimNode {
     pub(crate) waiting_reads: Vec<ReadState>,
     /// False freezes the node's clock (golden scenarios).
     pub ticking: bool,
+    /// The clock of this incarnation was frozen at some point: its time no longer advances
+    /// with the others', so lease reads (which assume it does) are not checked on it.
+    pub clock_skewed: bool,
 }
 
 /// Decides, per message sent, whether it may go (golden scenarios script losses with it).
@@ -287,6 +290,7 @@ impl Sim {
                 applied_log: Vec::new(),
                 waiting_reads: Vec::new(),
                 ticking: true,
+                clock_skewed: false,
             });
             // Nodes' clocks are not in phase, as on real machines.
             let phase = sim.rng.random_range(0..sim.opts.tick_ms);

@@ -84,6 +84,7 @@ impl Sim {
         let n = &mut self.nodes[node];
         n.log = n.storage.entries.clone();
         n.raft = Some(raft);
+        n.clock_skewed = !n.ticking;
         let len = n.log.len();
         self.log(format!(
             "RESTART n{} term={} vote={} log={len}",
@@ -161,5 +162,6 @@ impl Sim {
     /// Freezes or resumes `node`'s clock.
     pub fn set_ticking(&mut self, node: usize, ticking: bool) {
         self.nodes[node].ticking = ticking;
+        self.nodes[node].clock_skewed |= !ticking;
     }
 }
