@@ -55,6 +55,10 @@ pub struct Options {
     pub tuning: Option<Tuning>,
     /// Check lease reads (`has_lease`); `SIM_LEASE_CHECK=0` turns it off.
     pub lease_check: bool,
+    /// The storage writes a Ready's entries before its hard state, so a torn write can keep
+    /// entries of a term the durable hard state has not reached (the sweep picks it per seed:
+    /// the core must not depend on the storage's record order).
+    pub hard_state_last: bool,
 }
 
 /// Core parameters the sweep varies per seed, to reach the code paths that the defaults
@@ -122,6 +126,7 @@ impl Options {
             lying_disk: false,
             tuning: None,
             lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
+            hard_state_last: false,
         }
     }
 }

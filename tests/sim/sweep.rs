@@ -58,9 +58,13 @@ pub fn run(mut opts: Options) -> Summary {
     if tuning_rng.random_bool(0.5) {
         opts.tuning = Some(Tuning::random(&mut tuning_rng));
     }
+    opts.hard_state_last = tuning_rng.random_bool(0.3);
     let mut sim = Sim::new(opts);
     if let Some(t) = sim.opts.tuning.clone() {
         sim.log(format!("TUNING {t:?}"));
+    }
+    if sim.opts.hard_state_last {
+        sim.log("STORAGE writes entries before the hard state".to_string());
     }
     chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
