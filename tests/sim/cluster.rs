@@ -28,6 +28,9 @@ use super::storage::DurableStorage;
 use super::trace::{self, Trace};
 
 /// A turn that keeps producing Readys this many times without settling is a livelock.
+/// Delivered messages kept for replay (a sample, oldest dropped first).
+const OLD_MESSAGES_MAX: usize = 128;
+
 pub(crate) const TURNS_MAX: usize = 10_000;
 
 /// How a simulation is set up. `Options::new(nodes, seed)` gives the defaults.
@@ -190,6 +193,7 @@ pub struct Stats {
     pub entry_bytes: u64,
     pub append_rejects: u64,
     pub crashes: usize,
+    pub delivered: u64,
 }
 
 pub struct SimNode {
@@ -231,6 +235,8 @@ pub struct Sim {
     pub stats: Stats,
     /// Messages for which this returns false are dropped at send (golden scenarios).
     pub filter: Option<MessageFilter>,
+    /// A sample of delivered messages, replayed by the nemesis long after (stale terms).
+    pub(crate) old_messages: VecDeque<Message>,
 }
 
 thread_local! {
@@ -280,6 +286,7 @@ impl Sim {
             reads: Vec::new(),
             stats: Stats::default(),
             filter: None,
+            old_messages: VecDeque::new(),
             opts,
         };
         for i in 0..n {
@@ -423,6 +430,14 @@ impl Sim {
             ));
         } else {
             self.log(trace::message(&msg));
+            // Keep every 16th delivered message for the nemesis to replay much later.
+            self.stats.delivered += 1;
+            if self.stats.delivered % 16 == 0 {
+                if self.old_messages.len() == OLD_MESSAGES_MAX {
+                    self.old_messages.pop_front();
+                }
+                self.old_messages.push_back(msg.clone());
+            }
             self.input(to, Input::Msg(msg));
         }
     }

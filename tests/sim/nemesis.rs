@@ -169,4 +169,29 @@ impl Sim {
         self.nodes[node].ticking = ticking;
         self.nodes[node].clock_skewed |= !ticking;
     }
+
+    /// Delivers again `k` messages delivered long ago (a network that held a copy for
+    /// seconds): stale terms, old indexes, old read ids. The core must ignore what is stale.
+    pub fn replay_old(&mut self, k: usize) {
+        for _ in 0..k.min(self.old_messages.len()) {
+            let i = self.rng.random_range(0..self.old_messages.len());
+            let msg = self.old_messages[i].clone();
+            self.log(format!("REPLAY {}", super::trace::message(&msg)));
+            self.queue
+                .push(self.now, super::network::Event::Deliver(msg));
+        }
+    }
+
+    /// A message from a node outside the cluster (a misconfigured peer): the core must drop
+    /// it, whatever it says (node.rs: "messages from unknown senders ... are dropped").
+    pub fn inject_stranger(&mut self) {
+        let Some(mut msg) = self.old_messages.back().cloned() else {
+            return;
+        };
+        msg.from = rocinante::raft::NodeId(0xdead);
+        msg.term = rocinante::raft::Term(msg.term.0 + self.rng.random_range(0..3));
+        self.log(format!("STRANGER {}", super::trace::message(&msg)));
+        let to = super::cluster::index_of(msg.to);
+        self.input(to, super::cluster::Input::Msg(msg));
+    }
 }

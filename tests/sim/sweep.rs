@@ -215,6 +215,11 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                 sim.transfer_leadership(l, target);
             }
         }
+        90..93 => {
+            let k = sim.rng.random_range(1..10);
+            sim.replay_old(k);
+        }
+        93..94 => sim.inject_stranger(),
         _ => random_net(sim),
     }
 }
