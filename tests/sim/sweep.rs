@@ -333,6 +333,24 @@ pub fn liveness(sim: &mut Sim) {
             "reads after recovery not served within {COMMIT_MS}ms: {states:?}"
         ));
     }
+    // Every read the core accepted during the chaos is answered within COMMIT_MS: served, or
+    // failed so the client can retry. None may hang forever.
+    let hanging = |s: &Sim| -> Vec<usize> {
+        (0..s.reads.len())
+            .filter(|&r| {
+                matches!(
+                    s.reads[r].outcome,
+                    ReadOutcome::Pending | ReadOutcome::Queued
+                )
+            })
+            .collect()
+    };
+    if !sim.run_until_true(COMMIT_MS, |s| hanging(s).is_empty()) {
+        let h = hanging(sim);
+        sim.fail(&format!(
+            "reads never answered {COMMIT_MS}ms after recovery: {h:?}"
+        ));
+    }
     sim.log(format!(
         "LIVE leader after {elected_ms}ms, sentinel {sentinel} applied everywhere"
     ));
