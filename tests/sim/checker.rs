@@ -378,8 +378,22 @@ impl Checker {
         Ok(())
     }
 
-    /// A message leaves `node`: what it acknowledges must already be durable.
-    pub fn on_send(&mut self, node: usize, msg: &Message, durable: &DurableStorage) -> Check {
+    /// A message leaves `node` (whose log is `log`): what it acknowledges must already be
+    /// durable, and an AppendEntries or TimeoutNow is a claim to lead its term (Election
+    /// Safety holds for leaders that stepped down within the turn that elected them, too).
+    pub fn on_send(
+        &mut self,
+        node: usize,
+        msg: &Message,
+        durable: &DurableStorage,
+        log: &[Entry],
+    ) -> Check {
+        if matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::TimeoutNow
+        ) {
+            self.on_leader(node, msg.term, log)?;
+        }
         if msg.from != NodeId(node as u64 + 1) || msg.to == msg.from {
             return Err(format!(
                 "{} sent a message from n{} to n{}",

@@ -135,6 +135,10 @@ impl Sim {
             }
         }
         for m in rd.messages_before_persist.clone() {
+            let r = self
+                .checker
+                .on_send(n, &m, &self.nodes[n].storage, &self.nodes[n].log);
+            self.check(r);
             self.send(m);
         }
         if rd.hard_state.is_none() && rd.entries.is_empty() {
@@ -167,7 +171,9 @@ impl Sim {
         let r = self.checker.on_persist(n, rd.hard_state, &removed);
         self.check(r);
         for m in rd.messages {
-            let r = self.checker.on_send(n, &m, &self.nodes[n].storage);
+            let r = self
+                .checker
+                .on_send(n, &m, &self.nodes[n].storage, &self.nodes[n].log);
             self.check(r);
             self.send(m);
         }
