@@ -35,7 +35,11 @@ pub(crate) const TURNS_MAX: usize = 10_000;
 
 /// How a simulation is set up. `Options::new(nodes, seed)` gives the defaults.
 pub struct Options {
+    /// Voters, ids 1..=nodes.
     pub nodes: usize,
+    /// Learners of the initial configuration, ids after the voters' (thesis §4.2.1): they
+    /// replicate the log but never vote, campaign or count toward a quorum.
+    pub learners: usize,
     pub seed: u64,
     /// Virtual length of one core tick: 10 ms, so the default 10-20 tick election timeout is
     /// 100-200 ms and heartbeats go every 20 ms.
@@ -115,6 +119,7 @@ impl Tuning {
 }
 
 impl Options {
+    /// `nodes` voters (ids 1..=nodes), no learners.
     pub fn new(nodes: usize, seed: u64) -> Options {
         Options {
             nodes,
@@ -127,6 +132,7 @@ impl Options {
             unique_payloads: false,
             replay: String::from("cargo test --test simulation <this test> -- --nocapture"),
             lying_disk: false,
+            learners: 0,
             tuning: None,
             lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
             hard_state_last: false,
@@ -272,14 +278,14 @@ pub fn index_of(id: NodeId) -> usize {
 
 impl Sim {
     pub fn new(opts: Options) -> Sim {
-        let n = opts.nodes;
+        let n = opts.nodes + opts.learners;
         let mut sim = Sim {
             now: 0,
             rng: StdRng::seed_from_u64(opts.seed),
             queue: EventQueue::default(),
             net: Network::new(n),
             nodes: Vec::with_capacity(n),
-            checker: Checker::new(n, opts.unique_payloads),
+            checker: Checker::new(opts.nodes, opts.unique_payloads),
             trace: Trace::new(opts.keep_trace),
             proposals: Vec::new(),
             accepted_at: BTreeMap::new(),
@@ -313,8 +319,12 @@ impl Sim {
 
     pub(crate) fn config(&self, node: usize, incarnation: u32) -> Config {
         let voters = (0..self.opts.nodes).map(id).collect();
+        let learners = (self.opts.nodes..self.opts.nodes + self.opts.learners)
+            .map(id)
+            .collect();
         let seed = mix(self.opts.seed ^ mix(node as u64) ^ mix(u64::from(incarnation) << 32));
         let mut c = Config::new(id(node), voters, seed);
+        c.learners = learners;
         if let Some(t) = &self.opts.tuning {
             t.apply(&mut c);
         }

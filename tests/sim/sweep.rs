@@ -59,9 +59,15 @@ pub fn run(mut opts: Options) -> Summary {
         opts.tuning = Some(Tuning::random(&mut tuning_rng));
     }
     opts.hard_state_last = tuning_rng.random_bool(0.3);
+    if tuning_rng.random_bool(0.3) {
+        opts.learners = tuning_rng.random_range(1..=2);
+    }
     let mut sim = Sim::new(opts);
     if let Some(t) = sim.opts.tuning.clone() {
         sim.log(format!("TUNING {t:?}"));
+    }
+    if sim.opts.learners > 0 {
+        sim.log(format!("LEARNERS {}", sim.opts.learners));
     }
     if sim.opts.hard_state_last {
         sim.log("STORAGE writes entries before the hard state".to_string());
