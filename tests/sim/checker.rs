@@ -31,6 +31,9 @@ use super::storage::DurableStorage;
 
 pub type Check = Result<(), String>;
 
+/// Learners the checker has room for beyond the voters.
+const LEARNERS_MAX: usize = 8;
+
 /// What the checker last saw of one node in its current incarnation (volatile state restarts
 /// from zero with the node).
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,6 +44,7 @@ pub struct Observed {
 }
 
 pub struct Checker {
+    voters: usize,
     quorum: usize,
     leaders: BTreeMap<Term, usize>,
     leader_logs: BTreeMap<Term, Vec<Entry>>,
@@ -62,18 +66,25 @@ fn who(node: usize) -> String {
 }
 
 impl Checker {
-    pub fn new(nodes: usize, unique_payloads: bool) -> Checker {
+    /// `voters`: nodes 0..voters vote and count toward a quorum; any others are learners.
+    pub fn new(voters: usize, unique_payloads: bool) -> Checker {
         Checker {
-            quorum: nodes / 2 + 1,
+            voters,
+            quorum: voters / 2 + 1,
             leaders: BTreeMap::new(),
             leader_logs: BTreeMap::new(),
             log_matching: HashMap::new(),
             committed: Vec::new(),
             commit_terms: Vec::new(),
-            durable: vec![HardState::default(); nodes],
+            durable: vec![HardState::default(); voters + LEARNERS_MAX],
             votes: HashMap::new(),
             unique_payloads: unique_payloads.then(HashSet::new),
         }
+    }
+
+    /// The highest term that has had a leader so far.
+    pub fn latest_leader_term(&self) -> Option<Term> {
+        self.leaders.keys().next_back().copied()
     }
 
     pub fn commit_index(&self) -> Index {
@@ -118,27 +129,7 @@ impl Checker {
                 ));
             }
         }
-        // Overwritten or removed entries (§5.3 conflict truncation).
-        for old in &log[start - 1..] {
-            let new = entries.get(old.index.0 as usize - start);
-            if new == Some(old) {
-                continue;
-            }
-            if role == Role::Leader {
-                return Err(format!(
-                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
-                    who(node),
-                    old.index
-                ));
-            }
-            if self.committed.get(old.index.0 as usize - 1) == Some(old) {
-                return Err(format!(
-                    "{} truncated committed entry {}",
-                    who(node),
-                    old.index
-                ));
-            }
-        }
+        self.check_overwrite(node, role, term, &log[start - 1..], entries)?;
         log.truncate(start - 1);
         for e in entries {
             let prev_term = log.last().map_or(Term(0), |p| p.term);
@@ -164,6 +155,40 @@ impl Checker {
                 ));
             }
             log.push(e.clone());
+        }
+        Ok(())
+    }
+
+    /// `old` entries of a node's log are being replaced by `entries` (§5.3 conflict
+    /// truncation, or a re-send of the same entries). A leader never changes or removes its
+    /// own entries (Leader Append-Only), and nobody removes a committed one.
+    fn check_overwrite(
+        &self,
+        node: usize,
+        role: Role,
+        term: Term,
+        old: &[Entry],
+        entries: &[Entry],
+    ) -> Check {
+        let start = entries.first().map_or(0, |e| e.index.0 as usize);
+        for o in old {
+            if entries.get(o.index.0 as usize - start) == Some(o) {
+                continue;
+            }
+            if role == Role::Leader {
+                return Err(format!(
+                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
+                    who(node),
+                    o.index
+                ));
+            }
+            if self.committed.get(o.index.0 as usize - 1) == Some(o) {
+                return Err(format!(
+                    "{} truncated committed entry {}",
+                    who(node),
+                    o.index
+                ));
+            }
         }
         Ok(())
     }
@@ -209,6 +234,14 @@ impl Checker {
                 "{} commit_index {commit} beyond its last index {}",
                 who(node),
                 log.len()
+            ));
+        }
+        if node >= self.voters
+            && matches!(role, Role::Leader | Role::Candidate | Role::PreCandidate)
+        {
+            return Err(format!(
+                "learner {} became {role:?} in term {term}",
+                who(node)
             ));
         }
         if role == Role::Leader {
@@ -268,13 +301,16 @@ impl Checker {
     /// `e` just became known as committed, by a node at `term` (so committed at or before it).
     fn on_newly_committed(&mut self, e: &Entry, term: Term, durable: &[&DurableStorage]) -> Check {
         let k = e.index.0 as usize - 1;
+        // Only voters count: a learner's copy does not make an entry safe (§5.4.1 needs the
+        // voters of every future election to intersect the ones that stored it).
         let holders = durable
             .iter()
+            .take(self.voters)
             .filter(|d| d.entries.get(k) == Some(e))
             .count();
         if holders < self.quorum {
             return Err(format!(
-                "committed {} is durable on only {holders} nodes (quorum {})",
+                "committed {} is durable on only {holders} voters (quorum {})",
                 super::trace::entry(e),
                 self.quorum
             ));
@@ -359,8 +395,22 @@ impl Checker {
         Ok(())
     }
 
-    /// A message leaves `node`: what it acknowledges must already be durable.
-    pub fn on_send(&mut self, node: usize, msg: &Message, durable: &DurableStorage) -> Check {
+    /// A message leaves `node` (whose log is `log`): what it acknowledges must already be
+    /// durable, and an AppendEntries or TimeoutNow is a claim to lead its term (Election
+    /// Safety holds for leaders that stepped down within the turn that elected them, too).
+    pub fn on_send(
+        &mut self,
+        node: usize,
+        msg: &Message,
+        durable: &DurableStorage,
+        log: &[Entry],
+    ) -> Check {
+        if matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::TimeoutNow
+        ) {
+            self.on_leader(node, msg.term, log)?;
+        }
         if msg.from != NodeId(node as u64 + 1) || msg.to == msg.from {
             return Err(format!(
                 "{} sent a message from n{} to n{}",
