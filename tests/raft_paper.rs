@@ -108,6 +108,9 @@ fn tick_n(node: &mut RaftNode, n: u64) {
     }
 }
 
+/// Decides which messages the network loses.
+type DropRule = Box<dyn Fn(&Message) -> bool>;
+
 /// Nodes wired together synchronously, with optional cut links and a record of what each
 /// node applied.
 struct Cluster {
@@ -120,7 +123,7 @@ struct Cluster {
     /// Every message delivered, for counting.
     delivered: Vec<Message>,
     /// Messages for which this returns true are dropped (on top of `cut`).
-    drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
+    drop_if: Option<DropRule>,
 }
 
 impl Cluster {
@@ -154,7 +157,7 @@ impl Cluster {
         c
     }
 
-    /// Hand `msgs` to their recipients (respecting cuts), then settle.
+    /// Hand `msgs` to their recipients (respecting cuts), without draining anyone's Ready.
     fn deliver(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             if self.cut.contains(&(m.from, m.to)) {
@@ -165,7 +168,6 @@ impl Cluster {
                 node.step(m);
             }
         }
-        self.settle();
     }
 
     fn node(&mut self, n: u64) -> &mut RaftNode {
@@ -909,4 +911,399 @@ fn follower_withdraws_acks_for_entries_truncated_in_same_turn() {
         .collect();
     assert_eq!(acks, vec![(3, ae_response(true, 2, (0, 0), 0))]);
     assert_eq!(rd.entries.last().map(|e| e.term), Some(Term(3)));
+}
+
+// Reference: thesis §9.6: pre-votes never change anybody's term; a pre-vote *rejection*
+// carries the voter's real term, and a real higher term demotes the pre-candidate (§5.1).
+#[test]
+fn pre_vote_responses_and_terms() {
+    let mut n = restored_node(config(1, 3), 1, &[1]);
+    n.campaign();
+    assert_eq!((n.role(), n.term()), (Role::PreCandidate, Term(1)));
+    let rd = drive(&mut n);
+    assert!(
+        rd.hard_state.is_none(),
+        "a pre-vote changes nothing durable"
+    );
+    assert!(
+        rd.messages.iter().all(|m| m.term == Term(2)
+            && matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. }))
+    );
+    // A voter receiving the pre-vote grants it without adopting term 2.
+    let mut voter = restored_node(config(2, 3), 1, &[1]);
+    voter.step(rd.messages[0].clone());
+    assert_eq!(voter.term(), Term(1));
+    let answer = msgs(&drive(&mut voter)).remove(0);
+    assert_eq!(answer.term, Term(2), "a grant carries the proposed term");
+    n.step(answer);
+    assert_eq!(
+        (n.role(), n.term()),
+        (Role::Candidate, Term(2)),
+        "pre-vote won"
+    );
+
+    let mut n = restored_node(config(1, 3), 1, &[1]);
+    n.campaign();
+    let no = MessageBody::RequestVoteResponse {
+        pre_vote: true,
+        vote_granted: false,
+    };
+    n.step(msg(3, 1, 5, no));
+    assert_eq!((n.role(), n.term()), (Role::Follower, Term(5)));
+}
+
+// Reference: thesis §6.2 "a leader steps down if an election timeout elapses without a
+// successful round of heartbeats to a majority of its cluster" (check-quorum).
+#[test]
+fn check_quorum_leader_steps_down_when_isolated() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(1);
+    let min = c.node(1).config().election_ticks_min;
+    for _ in 0..2 * min {
+        c.node(1).tick();
+        c.settle();
+    }
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert_eq!(c.node(1).leader(), None);
+
+    // Without check-quorum an isolated leader stays leader.
+    let mut c = Cluster::with(3, |cfg| cfg.check_quorum = false);
+    c.elect(1);
+    c.isolate(1);
+    for _ in 0..2 * min {
+        c.node(1).tick();
+        c.settle();
+    }
+    assert_eq!(c.node(1).role(), Role::Leader);
+}
+
+// Reference: thesis §4.2.3 "if a server receives a RequestVote request within the minimum
+// election timeout of hearing from a current leader, it does not update its term or grant its
+// vote" — unless the election was started by a leadership transfer (thesis §3.10).
+#[test]
+fn follower_in_lease_ignores_vote_requests_except_for_transfer() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term().0;
+    let last = (c.node(3).last_index().0, term);
+    c.node(2).step(msg(3, 2, term + 1, vote(false, last)));
+    assert_eq!(c.node(2).term(), Term(term));
+    assert!(
+        msgs(&drive(c.node(2))).is_empty(),
+        "ignored, not even rejected"
+    );
+    let transfer = MessageBody::RequestVote {
+        pre_vote: false,
+        last_log_index: Index(last.0),
+        last_log_term: Term(last.1),
+        leadership_transfer: true,
+    };
+    c.node(2).step(msg(3, 2, term + 1, transfer));
+    assert_eq!(c.node(2).term(), Term(term + 1));
+    let out = msgs(&drive(c.node(2)));
+    assert!(matches!(
+        out[0].body,
+        MessageBody::RequestVoteResponse {
+            vote_granted: true,
+            ..
+        }
+    ));
+}
+
+// Reference: thesis §6.4 "the leader ... sends heartbeats to all followers ... Once it
+// receives acknowledgments from a majority, the leader knows it was still the leader when it
+// recorded the read index". The read waits for a round sent after it arrived.
+#[test]
+fn read_index_waits_for_quorum_confirmation() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let commit = c.node(1).commit_index();
+    c.isolate(2);
+    c.isolate(3);
+    c.node(1).read_index(ReadId(7)).expect("leader takes reads");
+    c.settle();
+    assert!(
+        c.reads.get(&id(1)).is_none_or(|r| r.is_empty()),
+        "no quorum yet"
+    );
+    c.heal();
+    c.tick_all(c.nodes[&id(1)].config().heartbeat_ticks);
+    assert_eq!(c.reads[&id(1)], vec![(ReadId(7), commit)]);
+}
+
+// Reference: thesis §6.4 "If the leader has not yet marked an entry from its current term
+// committed, it waits until it has done so." Heartbeats alone do not release the read.
+#[test]
+fn read_index_waits_for_commit_in_current_term() {
+    let mut c = Cluster::new(3);
+    c.drop_if = Some(Box::new(
+        |m| matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty()),
+    ));
+    c.elect(1);
+    assert_eq!(
+        c.node(1).commit_index(),
+        Index(0),
+        "the no-op cannot reach anyone"
+    );
+    c.node(1)
+        .read_index(ReadId(1))
+        .expect("deferred, not refused");
+    c.tick_all(6);
+    assert!(c.reads.get(&id(1)).is_none_or(|r| r.is_empty()));
+    c.drop_if = None;
+    c.tick_all(12);
+    let noop = Index(1);
+    assert_eq!(c.node(1).commit_index(), noop);
+    assert_eq!(c.reads[&id(1)], vec![(ReadId(1), noop)]);
+}
+
+// Reference: thesis §6.4 "followers could ... request the current readIndex from the leader";
+// reads fail when leadership is lost before confirmation.
+#[test]
+fn follower_read_index_through_leader_and_failure_on_leader_loss() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    c.node(2)
+        .read_index(ReadId(9))
+        .expect("follower knows the leader");
+    c.settle();
+    let commit = c.node(1).commit_index();
+    c.tick_all(2);
+    assert_eq!(c.reads[&id(2)], vec![(ReadId(9), commit)]);
+
+    c.isolate(1);
+    c.node(1).read_index(ReadId(10)).expect("accepted");
+    let min = c.node(1).config().election_ticks_min;
+    for _ in 0..2 * min {
+        c.node(1).tick();
+        c.settle();
+    }
+    assert_eq!(
+        c.failed[&id(1)],
+        vec![(ReadId(10), ReadFailure::LeadershipLost)]
+    );
+}
+
+// Reference: thesis §6.4.1 leases: the leader may answer reads locally while a quorum has
+// heard from it within the minimum election timeout (less a margin for clock drift).
+#[test]
+fn lease_held_only_while_quorum_heard_recently() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    assert!(c.node(1).has_lease());
+    assert!(!c.node(2).has_lease(), "followers never hold a lease");
+    c.isolate(1);
+    let min = c.node(1).config().election_ticks_min;
+    for _ in 0..min - 2 {
+        c.node(1).tick();
+        c.settle();
+    }
+    assert!(!c.node(1).has_lease());
+    assert_eq!(
+        c.node(1).role(),
+        Role::Leader,
+        "lease expires before check-quorum"
+    );
+}
+
+// Reference: thesis §3.10 "If the transfer does not complete within an election timeout, the
+// prior leader aborts the transfer and resumes accepting client requests."
+#[test]
+fn leadership_transfer_aborts_after_election_timeout() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(2);
+    c.node(1).transfer_leadership(id(2));
+    assert_eq!(c.node(1).transferring_to(), Some(id(2)));
+    c.tick_all(c.nodes[&id(1)].config().election_ticks_min);
+    assert_eq!(c.node(1).transferring_to(), None);
+    assert_eq!(c.leaders(), vec![id(1)]);
+    assert!(c.node(1).propose(Bytes::from("after")).is_ok());
+}
+
+// Reference: §5.1 "Servers retry RPCs if they do not receive a response ... RPCs are
+// idempotent": a duplicated AppendEntries changes nothing.
+#[test]
+fn duplicate_append_entries_are_idempotent() {
+    let mut n = RaftNode::new(config(1, 3), Restored::default());
+    let m = msg(2, 1, 1, append((0, 0), vec![entry(1, 1), entry(2, 1)], 1));
+    n.step(m.clone());
+    drive(&mut n);
+    n.step(m);
+    let rd = drive(&mut n);
+    assert!(rd.entries.is_empty(), "nothing new to persist");
+    assert_eq!(n.last_index(), Index(2));
+    assert_eq!(msgs(&rd)[0].body, ae_response(true, 2, (0, 0), 0));
+}
+
+// Reference: §5.1 figure 2 "persistent state on all servers": a restarted node keeps its term,
+// its vote and its log, and so cannot vote twice in a term.
+#[test]
+fn restarted_node_keeps_term_vote_and_log() {
+    let restored = Restored {
+        hard_state: HardState {
+            current_term: Term(5),
+            voted_for: Some(id(2)),
+        },
+        snapshot: None,
+        entries: vec![entry(1, 1), entry(2, 5)],
+    };
+    let mut n = RaftNode::new(config(1, 3), restored);
+    assert_eq!(
+        (n.term(), n.last_index(), n.commit_index()),
+        (Term(5), Index(2), Index(0))
+    );
+    n.step(msg(3, 1, 5, vote(false, (9, 5))));
+    let out = msgs(&drive(&mut n));
+    assert!(matches!(
+        out[0].body,
+        MessageBody::RequestVoteResponse {
+            vote_granted: false,
+            ..
+        }
+    ));
+}
+
+// Reference: a client talking to a follower is redirected (§8 "if the client contacts a
+// follower, the follower rejects the request and supplies information about the most recent
+// leader"); limits refuse work with a named error rather than queueing without bound.
+#[test]
+fn proposals_redirected_on_follower_and_bounded_on_leader() {
+    let mut c = Cluster::with(3, |cfg| cfg.uncommitted_entries_max = 3);
+    c.elect(1);
+    assert_eq!(
+        c.node(2).propose(Bytes::from("x")),
+        Err(ProposeError::NotLeader {
+            leader: Some(id(1))
+        })
+    );
+    c.isolate(1);
+    for i in 0..3 {
+        c.propose(1, &format!("{i}"));
+    }
+    assert_eq!(c.node(1).propose(Bytes::from("x")), Err(ProposeError::Busy));
+}
+
+// Reference: a peer controls what it sends; unknown senders, impossible indexes and malformed
+// batches are dropped or answered, never a panic, and never corrupt the log.
+#[test]
+fn malformed_and_unknown_messages_are_handled_safely() {
+    let mut n = restored_node(config(1, 3), 2, &[1, 2]);
+    n.step(msg(99, 1, 9, append((0, 0), vec![entry(1, 9)], 1)));
+    assert_eq!(n.term(), Term(2), "unknown sender ignored");
+    n.step(msg(2, 1, 2, append((u64::MAX, 2), vec![], u64::MAX)));
+    let out = msgs(&drive(&mut n));
+    assert_eq!(out[0].body, ae_response(false, u64::MAX, (3, 0), 0));
+    n.step(msg(
+        2,
+        1,
+        2,
+        append((u64::MAX, 2), vec![entry(u64::MAX, 2)], 0),
+    ));
+    n.step(msg(
+        2,
+        1,
+        2,
+        append((2, 2), vec![entry(3, 2), entry(5, 2)], 0),
+    ));
+    n.step(msg(2, 1, 2, append((2, 2), vec![entry(3, 7)], 0)));
+    n.step(msg(
+        2,
+        1,
+        2,
+        append((2, 2), vec![entry(3, 2), entry(4, 1)], 0),
+    ));
+    assert_eq!(
+        n.last_index(),
+        Index(2),
+        "malformed batches are not appended"
+    );
+    assert_eq!(n.commit_index(), Index(0));
+    let read = MessageBody::ReadIndexResponse {
+        id: ReadId(1),
+        index: Some(Index(7)),
+    };
+    n.step(msg(2, 1, 2, read));
+    let rd = drive(&mut n);
+    assert!(
+        rd.read_states.is_empty(),
+        "an answer to a read we never asked for"
+    );
+
+    let mut l = lone_leader(&[1], 1);
+    let term = l.term().0;
+    l.step(msg(2, 1, term, ae_response(true, u64::MAX, (0, 0), 0)));
+    l.step(msg(
+        2,
+        1,
+        term,
+        ae_response(false, u64::MAX, (u64::MAX, 9), 0),
+    ));
+    l.step(msg(3, 1, term, ae_response(true, 1, (0, 0), u64::MAX)));
+    assert_eq!(l.commit_index(), Index(0));
+    assert_eq!(l.role(), Role::Leader);
+}
+
+// Reference: thesis §4.2.1 learners (non-voting members) receive the log but never vote,
+// campaign or count toward a quorum.
+#[test]
+fn learner_replicates_but_never_votes_or_campaigns() {
+    let voters = ids(3);
+    let nodes = (1..=4)
+        .map(|i| {
+            let mut cfg = Config::new(id(i), voters.clone(), 50 + i);
+            cfg.learners = vec![id(4)];
+            RaftNode::new(cfg, Restored::default())
+        })
+        .collect();
+    let mut c = Cluster::from_nodes(nodes);
+    assert_eq!(c.node(4).role(), Role::Learner);
+    c.elect(1);
+    let (idx, _) = c.propose(1, "x");
+    c.tick_all(2);
+    assert_eq!(c.node(4).commit_index(), idx);
+    assert_eq!(c.applied_data(4), vec![Bytes::from("x")]);
+    // The learner's ack does not make a quorum with the leader alone.
+    c.isolate(2);
+    c.isolate(3);
+    let before = c.node(1).commit_index();
+    let (idx, _) = c.propose(1, "y");
+    c.tick_all(2);
+    assert_eq!(c.node(4).last_index(), idx, "the learner has it");
+    assert_eq!(c.node(1).commit_index(), before, "but it does not count");
+    // Isolated from everyone, the learner never campaigns.
+    c.heal();
+    c.isolate(4);
+    c.tick_all(60);
+    assert_eq!(c.node(4).role(), Role::Learner);
+    assert_eq!(c.node(4).term(), c.node(1).term());
+}
+
+// Reference: thesis §6.4 the confirming heartbeat round must start *after* the read arrived:
+// acknowledgements of an earlier round prove nothing about leadership at the read's time.
+#[test]
+fn read_index_ignores_rounds_sent_before_the_read() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let hb = c.node(1).config().heartbeat_ticks;
+    tick_n(c.node(1), hb);
+    let early_round = msgs(&drive(c.node(1)));
+    c.node(1).read_index(ReadId(3)).expect("leader");
+    c.deliver(early_round);
+    let acks = [2, 3]
+        .iter()
+        .flat_map(|&n| msgs(&drive(c.node(n))))
+        .collect();
+    c.deliver(acks);
+    let rd = drive(c.node(1));
+    assert!(
+        rd.read_states.is_empty(),
+        "confirmed by a round older than the read"
+    );
+    c.deliver(msgs(&rd));
+    c.settle();
+    assert_eq!(c.reads[&id(1)].len(), 1);
 }

@@ -391,13 +391,14 @@ fn send_heartbeat(
 /// A peer's AppendEntries must be shaped like one: entries contiguous after prev_log_index,
 /// terms never decreasing, none newer than the sender's term. Anything else is dropped.
 fn well_formed(prev_log_index: Index, prev_log_term: Term, entries: &[Entry], term: Term) -> bool {
-    let mut expect_index = prev_log_index.next();
+    // Checked: a peer may send indexes at the very end of the u64 range.
+    let mut expect_index = prev_log_index.0.checked_add(1);
     let mut min_term = prev_log_term;
     for e in entries {
-        if e.index != expect_index || e.term < min_term || e.term > term {
+        if Some(e.index.0) != expect_index || e.term < min_term || e.term > term {
             return false;
         }
-        expect_index = expect_index.next();
+        expect_index = e.index.0.checked_add(1);
         min_term = e.term;
     }
     prev_log_term <= term
