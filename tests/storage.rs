@@ -374,3 +374,30 @@ fn inspect_reports_without_modifying() {
         assert!(report.contains(needle), "missing {needle:?} in:\n{report}");
     }
 }
+
+/// §7: an installed snapshot whose last entry matches the log keeps the entries after it; one
+/// that conflicts discards them, durably.
+#[test]
+fn installed_snapshot_keeps_or_discards_the_log_after_it() {
+    let dir = TempDir::new("install");
+    let (mut storage, _) = open(dir.path(), 1 << 20);
+    storage.append(None, &entries(1, 1, 10, 8)).expect("append");
+    storage
+        .save_snapshot(&meta(4, 1), b"matches")
+        .expect("snapshot");
+    assert_eq!(storage.last_index(), Index(10));
+    storage
+        .save_snapshot(&meta(6, 2), b"conflicts")
+        .expect("snapshot");
+    assert_eq!(storage.last_index(), Index(6));
+    drop(storage);
+    let (mut storage, recovered) = open(dir.path(), 1 << 20);
+    assert!(recovered.entries.is_empty(), "{:?}", recovered.entries);
+    assert_eq!(storage.last_index(), Index(6));
+    storage
+        .append(None, &entries(2, 7, 8, 8))
+        .expect("append after install");
+    drop(storage);
+    let (_, recovered) = open(dir.path(), 1 << 20);
+    assert_eq!(recovered.entries, entries(2, 7, 8, 8));
+}

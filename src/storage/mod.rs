@@ -132,9 +132,12 @@ impl Storage {
     }
 
     /// Durably write a snapshot (temp file, fsync, rename, fsync dir), then remove older ones.
-    /// It does not compact the log: call `compact` after it.
+    /// It does not compact the log: call `compact` after it. If the log holds entries after
+    /// the snapshot but not its last entry with the same term (an installed snapshot that
+    /// conflicts, §7), those entries are durably discarded first.
     pub fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        snapshot_file::save(&self.dir, meta, data)?;
+        self.wal.prepare_snapshot(meta)?;
+        snapshot_file::save(&self.dir, meta, data).inspect_err(|_| self.wal.poison())?;
         self.wal.snapshot_saved(meta.last_included_index);
         Ok(())
     }
