@@ -57,6 +57,7 @@ pub struct ApiContext {
     /// Largest value (request body) accepted, in bytes (spec `max_value_bytes`, default 1 MiB).
     pub max_value_bytes: usize,
     /// A client must send its whole request head within this time, or it is disconnected.
+    /// It also bounds how long an idle keep-alive connection is kept open.
     pub header_read_timeout: Duration,
     /// A client must send its whole body within this time, or it gets 408.
     pub body_read_timeout: Duration,
