@@ -147,7 +147,10 @@ pub async fn get<B: Backend>(shared: &Arc<Shared<B>>, req: Request<Incoming>) ->
         Ok(c) => c,
         Err(e) => return with_status_meta(shared, e),
     };
-    if redirect && consistency == Consistency::Linearizable {
+    // `redirect` applies to linearizable reads only; lease and stale reads are served where
+    // they land (forwarded, invisibly, if this node cannot serve them).
+    let redirect = redirect && consistency == Consistency::Linearizable;
+    if redirect {
         if let Some(resp) = forward::redirect_if_follower(shared, &parts) {
             return resp;
         }
@@ -197,7 +200,8 @@ pub async fn list<B: Backend>(shared: &Arc<Shared<B>>, req: Request<Incoming>) -
         Ok(c) => c,
         Err(e) => return with_status_meta(shared, e),
     };
-    if redirect && consistency == Consistency::Linearizable {
+    let redirect = redirect && consistency == Consistency::Linearizable;
+    if redirect {
         if let Some(resp) = forward::redirect_if_follower(shared, &parts) {
             return resp;
         }
