@@ -215,7 +215,9 @@ impl NodeHandle {
     }
 
     /// A receiver that wakes whenever the loop publishes a changed status (for tests, the
-    /// dashboard, and waiting for readiness without polling).
+    /// dashboard, and waiting for readiness without polling). Never hold its `borrow()` (or the
+    /// `Ref` that `wait_for` returns) across an await: it is a lock the loop takes to publish,
+    /// so holding it stalls the node. Clone what you need and drop the `Ref`.
     pub fn status_watch(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }
