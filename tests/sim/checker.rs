@@ -31,6 +31,9 @@ use super::storage::DurableStorage;
 
 pub type Check = Result<(), String>;
 
+/// Learners the checker has room for beyond the voters.
+const LEARNERS_MAX: usize = 8;
+
 /// What the checker last saw of one node in its current incarnation (volatile state restarts
 /// from zero with the node).
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,6 +44,7 @@ pub struct Observed {
 }
 
 pub struct Checker {
+    voters: usize,
     quorum: usize,
     leaders: BTreeMap<Term, usize>,
     leader_logs: BTreeMap<Term, Vec<Entry>>,
@@ -62,15 +66,17 @@ fn who(node: usize) -> String {
 }
 
 impl Checker {
-    pub fn new(nodes: usize, unique_payloads: bool) -> Checker {
+    /// `voters`: nodes 0..voters vote and count toward a quorum; any others are learners.
+    pub fn new(voters: usize, unique_payloads: bool) -> Checker {
         Checker {
-            quorum: nodes / 2 + 1,
+            voters,
+            quorum: voters / 2 + 1,
             leaders: BTreeMap::new(),
             leader_logs: BTreeMap::new(),
             log_matching: HashMap::new(),
             committed: Vec::new(),
             commit_terms: Vec::new(),
-            durable: vec![HardState::default(); nodes],
+            durable: vec![HardState::default(); voters + LEARNERS_MAX],
             votes: HashMap::new(),
             unique_payloads: unique_payloads.then(HashSet::new),
         }
@@ -230,6 +236,14 @@ impl Checker {
                 log.len()
             ));
         }
+        if node >= self.voters
+            && matches!(role, Role::Leader | Role::Candidate | Role::PreCandidate)
+        {
+            return Err(format!(
+                "learner {} became {role:?} in term {term}",
+                who(node)
+            ));
+        }
         if role == Role::Leader {
             self.on_leader(node, term, log)?;
         }
@@ -287,13 +301,16 @@ impl Checker {
     /// `e` just became known as committed, by a node at `term` (so committed at or before it).
     fn on_newly_committed(&mut self, e: &Entry, term: Term, durable: &[&DurableStorage]) -> Check {
         let k = e.index.0 as usize - 1;
+        // Only voters count: a learner's copy does not make an entry safe (§5.4.1 needs the
+        // voters of every future election to intersect the ones that stored it).
         let holders = durable
             .iter()
+            .take(self.voters)
             .filter(|d| d.entries.get(k) == Some(e))
             .count();
         if holders < self.quorum {
             return Err(format!(
-                "committed {} is durable on only {holders} nodes (quorum {})",
+                "committed {} is durable on only {holders} voters (quorum {})",
                 super::trace::entry(e),
                 self.quorum
             ));
@@ -378,8 +395,22 @@ impl Checker {
         Ok(())
     }
 
-    /// A message leaves `node`: what it acknowledges must already be durable.
-    pub fn on_send(&mut self, node: usize, msg: &Message, durable: &DurableStorage) -> Check {
+    /// A message leaves `node` (whose log is `log`): what it acknowledges must already be
+    /// durable, and an AppendEntries or TimeoutNow is a claim to lead its term (Election
+    /// Safety holds for leaders that stepped down within the turn that elected them, too).
+    pub fn on_send(
+        &mut self,
+        node: usize,
+        msg: &Message,
+        durable: &DurableStorage,
+        log: &[Entry],
+    ) -> Check {
+        if matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::TimeoutNow
+        ) {
+            self.on_leader(node, msg.term, log)?;
+        }
         if msg.from != NodeId(node as u64 + 1) || msg.to == msg.from {
             return Err(format!(
                 "{} sent a message from n{} to n{}",

@@ -28,11 +28,18 @@ use super::storage::DurableStorage;
 use super::trace::{self, Trace};
 
 /// A turn that keeps producing Readys this many times without settling is a livelock.
+/// Delivered messages kept for replay (a sample, oldest dropped first).
+const OLD_MESSAGES_MAX: usize = 128;
+
 pub(crate) const TURNS_MAX: usize = 10_000;
 
 /// How a simulation is set up. `Options::new(nodes, seed)` gives the defaults.
 pub struct Options {
+    /// Voters, ids 1..=nodes.
     pub nodes: usize,
+    /// Learners of the initial configuration, ids after the voters' (thesis §4.2.1): they
+    /// replicate the log but never vote, campaign or count toward a quorum.
+    pub learners: usize,
     pub seed: u64,
     /// Virtual length of one core tick: 10 ms, so the default 10-20 tick election timeout is
     /// 100-200 ms and heartbeats go every 20 ms.
@@ -55,6 +62,10 @@ pub struct Options {
     pub tuning: Option<Tuning>,
     /// Check lease reads (`has_lease`); `SIM_LEASE_CHECK=0` turns it off.
     pub lease_check: bool,
+    /// The storage writes a Ready's entries before its hard state, so a torn write can keep
+    /// entries of a term the durable hard state has not reached (the sweep picks it per seed:
+    /// the core must not depend on the storage's record order).
+    pub hard_state_last: bool,
 }
 
 /// Core parameters the sweep varies per seed, to reach the code paths that the defaults
@@ -108,6 +119,7 @@ impl Tuning {
 }
 
 impl Options {
+    /// `nodes` voters (ids 1..=nodes), no learners.
     pub fn new(nodes: usize, seed: u64) -> Options {
         Options {
             nodes,
@@ -120,8 +132,10 @@ impl Options {
             unique_payloads: false,
             replay: String::from("cargo test --test simulation <this test> -- --nocapture"),
             lying_disk: false,
+            learners: 0,
             tuning: None,
             lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
+            hard_state_last: false,
         }
     }
 }
@@ -185,6 +199,7 @@ pub struct Stats {
     pub entry_bytes: u64,
     pub append_rejects: u64,
     pub crashes: usize,
+    pub delivered: u64,
 }
 
 pub struct SimNode {
@@ -203,6 +218,9 @@ pub struct SimNode {
     pub(crate) waiting_reads: Vec<ReadState>,
     /// False freezes the node's clock (golden scenarios).
     pub ticking: bool,
+    /// The clock of this incarnation was frozen at some point: its time no longer advances
+    /// with the others', so lease reads (which assume it does) are not checked on it.
+    pub clock_skewed: bool,
 }
 
 /// Decides, per message sent, whether it may go (golden scenarios script losses with it).
@@ -223,6 +241,8 @@ pub struct Sim {
     pub stats: Stats,
     /// Messages for which this returns false are dropped at send (golden scenarios).
     pub filter: Option<MessageFilter>,
+    /// A sample of delivered messages, replayed by the nemesis long after (stale terms).
+    pub(crate) old_messages: VecDeque<Message>,
 }
 
 thread_local! {
@@ -258,20 +278,21 @@ pub fn index_of(id: NodeId) -> usize {
 
 impl Sim {
     pub fn new(opts: Options) -> Sim {
-        let n = opts.nodes;
+        let n = opts.nodes + opts.learners;
         let mut sim = Sim {
             now: 0,
             rng: StdRng::seed_from_u64(opts.seed),
             queue: EventQueue::default(),
             net: Network::new(n),
             nodes: Vec::with_capacity(n),
-            checker: Checker::new(n, opts.unique_payloads),
+            checker: Checker::new(opts.nodes, opts.unique_payloads),
             trace: Trace::new(opts.keep_trace),
             proposals: Vec::new(),
             accepted_at: BTreeMap::new(),
             reads: Vec::new(),
             stats: Stats::default(),
             filter: None,
+            old_messages: VecDeque::new(),
             opts,
         };
         for i in 0..n {
@@ -287,6 +308,7 @@ impl Sim {
                 applied_log: Vec::new(),
                 waiting_reads: Vec::new(),
                 ticking: true,
+                clock_skewed: false,
             });
             // Nodes' clocks are not in phase, as on real machines.
             let phase = sim.rng.random_range(0..sim.opts.tick_ms);
@@ -297,8 +319,12 @@ impl Sim {
 
     pub(crate) fn config(&self, node: usize, incarnation: u32) -> Config {
         let voters = (0..self.opts.nodes).map(id).collect();
+        let learners = (self.opts.nodes..self.opts.nodes + self.opts.learners)
+            .map(id)
+            .collect();
         let seed = mix(self.opts.seed ^ mix(node as u64) ^ mix(u64::from(incarnation) << 32));
         let mut c = Config::new(id(node), voters, seed);
+        c.learners = learners;
         if let Some(t) = &self.opts.tuning {
             t.apply(&mut c);
         }
@@ -414,6 +440,14 @@ impl Sim {
             ));
         } else {
             self.log(trace::message(&msg));
+            // Keep every 16th delivered message for the nemesis to replay much later.
+            self.stats.delivered += 1;
+            if self.stats.delivered % 16 == 0 {
+                if self.old_messages.len() == OLD_MESSAGES_MAX {
+                    self.old_messages.pop_front();
+                }
+                self.old_messages.push_back(msg.clone());
+            }
             self.input(to, Input::Msg(msg));
         }
     }

@@ -34,3 +34,4 @@ mod golden;
 mod lab_3a;
 mod lab_3b;
 mod lab_3c;
+mod scenarios;
