@@ -110,7 +110,9 @@ const OP_DELETE: u8 = 2;
 const OP_TICK: u8 = 3;
 
 impl Command {
-    /// The version-1 encoding described above.
+    /// The version-1 encoding described above. The caller (the API layer) has checked the
+    /// Idempotency-Key length: a key outside 1..=128 bytes would encode but not decode, and
+    /// the entry would then apply as a no-op on every member.
     pub fn encode(&self) -> Vec<u8> {
         let (key_len, value_len) = match &self.op {
             Op::Put { key, value, .. } => (key.len(), value.len()),
@@ -157,6 +159,37 @@ impl Command {
     /// Decode untrusted bytes (a WAL entry, a snapshot, a peer's message). Never panics;
     /// accepts exactly the outputs of `encode`.
     pub fn decode(data: &[u8]) -> Result<Command, DecodeError> {
+        CommandRef::decode(data).map(|c| c.to_owned())
+    }
+}
+
+/// A decoded `Command` that borrows its bytes from the entry, so the store copies a key or
+/// value once (into its own exact-size allocation) rather than twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CommandRef<'a> {
+    pub leader_time_ms: u64,
+    /// (key, fingerprint)
+    pub idempotency: Option<(&'a [u8], u64)>,
+    pub op: OpRef<'a>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpRef<'a> {
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+        if_revision: Option<u64>,
+    },
+    Delete {
+        key: &'a [u8],
+        if_revision: Option<u64>,
+    },
+    Tick,
+}
+
+impl<'a> CommandRef<'a> {
+    /// The decoder behind `Command::decode` (format above).
+    pub(crate) fn decode(data: &'a [u8]) -> Result<CommandRef<'a>, DecodeError> {
         let mut r = Reader::new(data);
         let version = r.u8("command version")?;
         if version != COMMAND_VERSION {
@@ -175,50 +208,71 @@ impl Command {
             if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
                 return Err(DecodeError::Invalid("idempotency key length"));
             }
-            let fingerprint = r.u64_le("idempotency fingerprint")?;
-            Some(Idempotency {
-                key: Bytes::copy_from_slice(key),
-                fingerprint,
-            })
+            Some((key, r.u64_le("idempotency fingerprint")?))
         } else {
             None
         };
-        let tag = r.u8("op tag")?;
-        let mut op = match tag {
+        let if_revision = |r: &mut Reader<'_>| match flags & FLAG_IF_REVISION {
+            0 => Ok(None),
+            _ => r.varint("if_revision").map(Some),
+        };
+        let op = match r.u8("op tag")? {
             OP_PUT => {
-                let key = Bytes::copy_from_slice(r.bytes("put key")?);
-                let value = Bytes::copy_from_slice(r.bytes("put value")?);
-                Op::Put {
+                let key = r.bytes("put key")?;
+                let value = r.bytes("put value")?;
+                OpRef::Put {
                     key,
                     value,
-                    if_revision: None,
+                    if_revision: if_revision(&mut r)?,
                 }
             }
             OP_DELETE => {
-                let key = Bytes::copy_from_slice(r.bytes("delete key")?);
-                Op::Delete {
+                let key = r.bytes("delete key")?;
+                OpRef::Delete {
                     key,
-                    if_revision: None,
+                    if_revision: if_revision(&mut r)?,
                 }
             }
-            OP_TICK => Op::Tick,
+            OP_TICK if flags & FLAG_IF_REVISION != 0 => {
+                return Err(DecodeError::Invalid("if_revision on a tick"));
+            }
+            OP_TICK => OpRef::Tick,
             tag => return Err(DecodeError::UnknownTag { what: "op", tag }),
         };
-        if flags & FLAG_IF_REVISION != 0 {
-            let rev = r.varint("if_revision")?;
-            match &mut op {
-                Op::Put { if_revision, .. } | Op::Delete { if_revision, .. } => {
-                    *if_revision = Some(rev)
-                }
-                Op::Tick => return Err(DecodeError::Invalid("if_revision on a tick")),
-            }
-        }
         r.finish()?;
-        Ok(Command {
+        Ok(CommandRef {
             leader_time_ms,
             idempotency,
             op,
         })
+    }
+
+    pub(crate) fn to_owned(self) -> Command {
+        let copy = Bytes::copy_from_slice;
+        let op = match self.op {
+            OpRef::Put {
+                key,
+                value,
+                if_revision,
+            } => Op::Put {
+                key: copy(key),
+                value: copy(value),
+                if_revision,
+            },
+            OpRef::Delete { key, if_revision } => Op::Delete {
+                key: copy(key),
+                if_revision,
+            },
+            OpRef::Tick => Op::Tick,
+        };
+        Command {
+            leader_time_ms: self.leader_time_ms,
+            idempotency: self.idempotency.map(|(key, fingerprint)| Idempotency {
+                key: copy(key),
+                fingerprint,
+            }),
+            op,
+        }
     }
 }
 

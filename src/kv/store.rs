@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::command::{Applied, Command, Idempotency, Op, Outcome};
+use super::command::{Applied, CommandRef, Idempotency, OpRef, Outcome};
 use super::idempotency::{IdempotencyTable, Limits};
 use crate::node::handle::{KeyValue, ListPage};
 use crate::raft::Index;
@@ -154,7 +154,7 @@ impl Store {
     /// that only advances the revision.
     pub fn apply(&mut self, index: Index, data: &[u8]) -> Applied {
         self.advance_to(index);
-        let command = match Command::decode(data) {
+        let command = match CommandRef::decode(data) {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!(index = index.0, %err, "undecodable log entry applied as a no-op");
@@ -171,21 +171,16 @@ impl Store {
             limits.window_ms,
             IDEMPOTENCY_EXPIRE_PER_APPLY_MAX,
         );
-        if let Some(idem) = &command.idempotency {
-            if let Some(answer) = self.replay(idem) {
+        if let Some((key, fingerprint)) = command.idempotency {
+            if let Some(answer) = self.replay_key(key, fingerprint) {
                 return answer;
             }
         }
-        let outcome = self.execute(index.0, &command.op);
-        if let Some(idem) = &command.idempotency {
+        let outcome = self.execute(index.0, command.op);
+        if let Some((key, fingerprint)) = command.idempotency {
             let clock_ms = self.clock_ms;
-            self.idempotency.insert(
-                &idem.key,
-                idem.fingerprint,
-                outcome.encode(),
-                clock_ms,
-                limits,
-            );
+            self.idempotency
+                .insert(key, fingerprint, outcome.encode(), clock_ms, limits);
         }
         Applied {
             outcome,
@@ -214,11 +209,15 @@ impl Store {
     /// another one, `None` when the key is unknown or its window has passed. The runtime may
     /// call this to answer a retry without proposing it (the answer can only be older).
     pub fn replay(&self, idem: &Idempotency) -> Option<Applied> {
+        self.replay_key(&idem.key, idem.fingerprint)
+    }
+
+    fn replay_key(&self, key: &[u8], fingerprint: u64) -> Option<Applied> {
         let limits = self.config.limits();
         let record = self
             .idempotency
-            .lookup(&idem.key, self.clock_ms, limits.window_ms)?;
-        if record.fingerprint != idem.fingerprint {
+            .lookup(key, self.clock_ms, limits.window_ms)?;
+        if record.fingerprint != fingerprint {
             return Some(Applied {
                 outcome: Outcome::IdempotencyKeyReused,
                 replayed: false,
@@ -233,30 +232,30 @@ impl Store {
         })
     }
 
-    fn execute(&mut self, revision: u64, op: &Op) -> Outcome {
+    fn execute(&mut self, revision: u64, op: OpRef<'_>) -> Outcome {
         match op {
-            Op::Put {
+            OpRef::Put {
                 key,
                 value,
                 if_revision,
             } => {
-                if let Some(mismatch) = self.check_revision(key, *if_revision) {
+                if let Some(mismatch) = self.check_revision(key, if_revision) {
                     return mismatch;
                 }
-                let prev_revision = match self.keys.get_mut(&key[..]) {
+                let prev_revision = match self.keys.get_mut(key) {
                     Some(slot) => {
                         let prev = slot.mod_revision;
-                        slot.value = Box::from(&value[..]);
+                        slot.value = Box::from(value);
                         slot.mod_revision = revision;
                         Some(prev)
                     }
                     None => {
                         let slot = Slot {
-                            value: Box::from(&value[..]),
+                            value: Box::from(value),
                             create_revision: revision,
                             mod_revision: revision,
                         };
-                        self.keys.insert(Box::from(&key[..]), slot);
+                        self.keys.insert(Box::from(key), slot);
                         None
                     }
                 };
@@ -265,14 +264,14 @@ impl Store {
                     prev_revision,
                 }
             }
-            Op::Delete { key, if_revision } => {
-                if let Some(mismatch) = self.check_revision(key, *if_revision) {
+            OpRef::Delete { key, if_revision } => {
+                if let Some(mismatch) = self.check_revision(key, if_revision) {
                     return mismatch;
                 }
-                let deleted = self.keys.remove(&key[..]).is_some();
+                let deleted = self.keys.remove(key).is_some();
                 Outcome::Deleted { revision, deleted }
             }
-            Op::Tick => Outcome::Ticked,
+            OpRef::Tick => Outcome::Ticked,
         }
     }
 

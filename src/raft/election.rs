@@ -40,12 +40,22 @@ impl RaftNode {
         }
     }
 
-    /// True while this node has recently heard from a leader: with check-quorum on, it then
-    /// refuses to help depose that leader (thesis §4.2.3 and §9.6).
+    /// True while this node has recently heard from a leader: it then refuses pre-votes
+    /// (thesis §9.6) and, with check-quorum, real votes (see `in_lease`). A node that restarted
+    /// (it has a term) may have heard from a leader just before it crashed, and that leader may
+    /// be counting on it for its lease: it counts as having heard for its first
+    /// `election_ticks_min` ticks. A brand-new node never heard from anyone.
+    pub(super) fn heard_from_leader_recently(&self) -> bool {
+        let min = self.config.election_ticks_min;
+        let heard = self.leader.is_some() && self.election_elapsed < min;
+        let just_restarted = self.restarted && self.now < min;
+        heard || just_restarted
+    }
+
+    /// With check-quorum on, a node that heard from a leader recently ignores vote requests
+    /// rather than help depose it (thesis §4.2.3).
     pub(super) fn in_lease(&self) -> bool {
-        self.config.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.config.election_ticks_min
+        self.config.check_quorum && self.heard_from_leader_recently()
     }
 
     /// §5.1: a message from a higher term makes us a follower in that term first, except the
@@ -194,7 +204,7 @@ impl RaftNode {
             // Granted if the candidate could win a real election at `term` with our vote: its
             // term is ahead of ours, its log is up to date, and we have not heard from a leader
             // within the minimum election timeout (unless a transfer asked for it).
-            let lease = self.in_lease() && !leadership_transfer;
+            let lease = self.heard_from_leader_recently() && !leadership_transfer;
             let granted = term > self.current_term && up_to_date && !lease;
             (granted, if granted { term } else { self.current_term })
         } else {
@@ -294,6 +304,7 @@ impl RaftNode {
             commit_changed: false,
             reads: ReadIndexState::default(),
             transfer: None,
+            lease_revoked: false,
         }));
         self.set_leader(Some(self.config.id));
         self.election_elapsed = 0;
@@ -307,8 +318,10 @@ impl RaftNode {
 
     /// Thesis §3.10: the leader says "campaign now"; skip pre-vote and tell voters to ignore
     /// their lease, since the old leader asked for this.
-    pub(super) fn handle_timeout_now(&mut self, _from: NodeId) {
-        if !self.is_voter() || matches!(self.role, RoleState::Leader(_)) {
+    /// Only the leader we follow may ask (any other sender could otherwise make us disrupt a
+    /// healthy leader).
+    pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
+        if !self.is_voter() || self.leader != Some(from) {
             return;
         }
         self.start_election(true);

@@ -46,9 +46,11 @@ pub enum MessageBody {
         read_seq: u64,
     },
     /// The answer to AppendEntries. On success `last_index` is the last index the follower now
-    /// matches (sent only once those entries are persisted). On failure, `conflict_index` and
-    /// `conflict_term` are the fast-backtracking hint (thesis §5.3 / 6.5840): the first index the
-    /// follower holds of `conflict_term`, or its log length + 1 with term 0 if its log is short.
+    /// matches (sent only once those entries are persisted). On failure `last_index` is the
+    /// `prev_log_index` that was rejected (so the leader can ignore stale rejections), and
+    /// `conflict_index` and `conflict_term` are the fast-backtracking hint (thesis §5.3 /
+    /// 6.5840): the first index the follower holds of `conflict_term`, or its log length + 1
+    /// with term 0 if its log is short.
     AppendEntriesResponse {
         success: bool,
         last_index: Index,

@@ -4,6 +4,10 @@
 //! `propose`, `read_index`, `transfer_leadership`. Output: `ready()`, executed by the runtime in
 //! the order documented on `Ready`, then acknowledged with `persisted` and `applied`.
 //! Everything here is deterministic given the seed in `Config` and the order of calls.
+//!
+//! `RaftNode`'s methods are spread by idea: `read_index` and `has_lease` are in
+//! `read_index.rs`, `transfer_leadership` in `replication.rs`, the election rules in
+//! `election.rs`. This file holds the struct, the inputs' entry points and `ready()`.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -231,6 +235,8 @@ pub struct RaftNode {
     pub(super) election_timeout: u64,
     /// Ticks since this node started: the virtual clock the lease is measured on.
     pub(super) now: u64,
+    /// Started from a non-empty hard state (see `in_lease`).
+    pub(super) restarted: bool,
     /// Leader AppendEntries that may leave before the fsync (thesis §10.2.1). Drained by
     /// every `ready()`, so bounded by what one turn of inputs produces.
     pub(super) msgs_before_persist: Vec<Message>,
@@ -238,8 +244,10 @@ pub struct RaftNode {
     pub(super) msgs: Vec<Message>,
     pub(super) read_states: Vec<ReadState>,
     pub(super) failed_reads: Vec<(ReadId, ReadFailure)>,
-    /// Reads this non-leader forwarded, and to which leader; at most `pending_reads_max`.
-    pub(super) forwarded_reads: Vec<(ReadId, NodeId)>,
+    /// Reads this non-leader forwarded: (id, to which leader, tick sent). At most
+    /// `pending_reads_max`; each fails if unanswered after `election_ticks_max` ticks (the
+    /// request or its answer may have been lost).
+    pub(super) forwarded_reads: Vec<(ReadId, NodeId, u64)>,
     /// Highest index the runtime reported applied (`applied`); never beyond what was handed out.
     pub(super) last_applied: Index,
     prev_soft: SoftState,
@@ -248,6 +256,12 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// A node starting from recovered state (`Restored::default()` for a brand-new node).
+    /// It starts as a follower (a learner if it is not a voter) with commit_index at the
+    /// snapshot: commit_index is volatile (figure 2) and is relearned from the leader.
+    ///
+    /// Panics if `config.validate()` fails or the restored entries are not contiguous after
+    /// the snapshot: both are the caller's bugs (the runtime validates user settings first,
+    /// and storage recovery checks the log).
     pub fn new(config: Config, restored: Restored) -> RaftNode {
         if let Err(e) = config.validate() {
             panic!("invalid raft config: {e}");
@@ -267,6 +281,7 @@ impl RaftNode {
             election_elapsed: 0,
             election_timeout: 0,
             now: 0,
+            restarted: restored.hard_state.current_term > Term(0),
             msgs_before_persist: Vec::new(),
             msgs: Vec::new(),
             read_states: Vec::new(),
@@ -289,6 +304,7 @@ impl RaftNode {
     /// Advance the logical clock by one tick: election timeouts, heartbeats, check-quorum.
     pub fn tick(&mut self) {
         self.now += 1;
+        self.expire_forwarded_reads();
         if matches!(self.role, RoleState::Leader(_)) {
             self.tick_leader();
         } else {

@@ -159,7 +159,7 @@ impl RaftNode {
         if self.forwarded_reads.len() >= max {
             return Err(ReadError::Busy);
         }
-        self.forwarded_reads.push((id, leader));
+        self.forwarded_reads.push((id, leader, self.now));
         self.send(leader, MessageBody::ReadIndexRequest { id });
         Ok(())
     }
@@ -192,7 +192,7 @@ impl RaftNode {
         let Some(pos) = self
             .forwarded_reads
             .iter()
-            .position(|&(rid, leader)| rid == id && leader == from)
+            .position(|&(rid, leader, _)| rid == id && leader == from)
         else {
             return;
         };
@@ -261,20 +261,37 @@ impl RaftNode {
 
     /// The leader this node forwarded reads to is no longer known to be the leader.
     pub(super) fn fail_forwarded_reads(&mut self) {
-        for (id, _) in self.forwarded_reads.drain(..) {
+        for (id, _, _) in self.forwarded_reads.drain(..) {
             self.failed_reads.push((id, ReadFailure::LeadershipLost));
         }
+    }
+
+    /// Forwarded reads unanswered for `election_ticks_max` ticks fail: the request or the
+    /// answer was lost, and the leader cannot be confirmed (reported as `LeadershipLost`; the
+    /// client may retry).
+    pub(super) fn expire_forwarded_reads(&mut self) {
+        let (now, max) = (self.now, self.config.election_ticks_max);
+        let failed = &mut self.failed_reads;
+        self.forwarded_reads.retain(|&(id, _, sent)| {
+            let alive = now.saturating_sub(sent) < max;
+            if !alive {
+                failed.push((id, ReadFailure::LeadershipLost));
+            }
+            alive
+        });
     }
 
     /// True on a leader that heard from a quorum within the last `election_ticks_min` ticks
     /// less `LEASE_MARGIN_TICKS`: it may serve `consistency=lease` reads locally (thesis
     /// §6.4.1). Needs check-quorum (it is what makes followers refuse other candidates) and is
-    /// off during a leadership transfer (whose TimeoutNow overrides the followers' lease).
+    /// off from the start of a leadership transfer, and for the rest of the term once a
+    /// TimeoutNow was sent (its election overrides the followers' lease, even if the transfer
+    /// was since aborted).
     pub fn has_lease(&self) -> bool {
         let RoleState::Leader(l) = &self.role else {
             return false;
         };
-        if !self.config.check_quorum || l.transfer.is_some() {
+        if !self.config.check_quorum || l.transfer.is_some() || l.lease_revoked {
             return false;
         }
         let Some(q) = self.quorum_seq() else {

@@ -311,6 +311,7 @@ impl RaftNode {
         let caught_up = l.progress.get(&peer).is_some_and(|p| p.match_index == last);
         if t.to == peer && !t.timeout_now_sent && caught_up {
             t.timeout_now_sent = true;
+            l.lease_revoked = true;
             self.send(peer, MessageBody::TimeoutNow);
         }
     }

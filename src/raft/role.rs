@@ -36,6 +36,9 @@ pub(super) struct LeaderState {
     pub commit_changed: bool,
     pub reads: ReadIndexState,
     pub transfer: Option<Transfer>,
+    /// TimeoutNow was sent in this term: the target may win an election that ignores the
+    /// followers' lease, so this leader holds no lease for the rest of its term.
+    pub lease_revoked: bool,
 }
 
 /// A leadership transfer in progress (thesis §3.10).

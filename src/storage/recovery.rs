@@ -26,9 +26,9 @@ use bytes::Bytes;
 use super::fsio::io_err;
 use super::record::Record;
 use super::segment::{self, Damage};
-use super::wal::{SegmentInfo, Wal};
+use super::wal::{LogState, SegmentInfo, Wal};
 use super::{Recovered, StorageError, StorageOptions, snapshot_file};
-use crate::raft::{Entry, HardState, Index, SnapshotMeta};
+use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 
 /// The log as rebuilt by replaying records in order. Pure.
 ///
@@ -165,6 +165,7 @@ pub fn open(dir: &Path, options: StorageOptions) -> Result<(Wal, Recovered), Sto
     let mut replay = Replay::default();
     let (mut infos, torn) = replay_segments(&segments, &mut replay)?;
     let wal_last = replay.last_index().unwrap_or(snapshot_index);
+    let terms = term_runs(&replay.entries);
     let entries = entries_after_snapshot(&mut replay, snapshot.as_ref().map(|(m, _)| m), &infos)?;
 
     // Every check has passed: only now may the torn tail be cut off.
@@ -182,15 +183,17 @@ pub fn open(dir: &Path, options: StorageOptions) -> Result<(Wal, Recovered), Sto
     }
     let hard_state = replay.hard_state;
     let active = open_active(dir, &mut infos, wal_last, &hard_state)?;
-    let wal = Wal::new(
-        dir,
-        options,
-        infos,
-        active,
+    let snapshot_term = snapshot
+        .as_ref()
+        .map_or(Term(0), |(m, _)| m.last_included_term);
+    let state = LogState {
         wal_last,
         snapshot_index,
+        snapshot_term,
         hard_state,
-    );
+        terms,
+    };
+    let wal = Wal::new(dir, options, infos, active, state);
     Ok((
         wal,
         Recovered {
@@ -200,6 +203,17 @@ pub fn open(dir: &Path, options: StorageOptions) -> Result<(Wal, Recovered), Sto
             repairs,
         },
     ))
+}
+
+/// `(first index, term)` of each run of equal terms in `entries`.
+fn term_runs(entries: &[Entry]) -> Vec<(Index, Term)> {
+    let mut runs: Vec<(Index, Term)> = Vec::new();
+    for entry in entries {
+        if runs.last().map(|&(_, term)| term) != Some(entry.term) {
+            runs.push((entry.index, entry.term));
+        }
+    }
+    runs
 }
 
 /// Drop the entries a snapshot covers; check the log reaches back to the snapshot (or to

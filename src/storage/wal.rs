@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use super::fsio::{io_err, remove_durably};
 use super::recovery::{self, Replay};
 use super::{Fsync, StorageError, StorageOptions, record, segment};
-use crate::raft::{Entry, HardState, Index};
+use crate::raft::{Entry, HardState, Index, SnapshotMeta, Term};
 
 /// What the WAL remembers about one segment file.
 #[derive(Clone, Debug)]
@@ -37,18 +37,30 @@ pub struct SegmentInfo {
     pub max_entry: Option<Index>,
 }
 
+/// Where the log stands, as recovered or as left by the last call.
+#[derive(Clone, Debug, Default)]
+pub struct LogState {
+    /// Index of the last entry the WAL's records hold (or the snapshot's, if it holds none).
+    pub wal_last: Index,
+    /// The latest durable snapshot's last_included_index (0 if none).
+    pub snapshot_index: Index,
+    /// ... and its last_included_term: the term of the entry at `snapshot_index`.
+    pub snapshot_term: Term,
+    /// The latest hard state written, copied into each new segment's preamble.
+    pub hard_state: HardState,
+    /// The term of every entry the WAL holds, as runs: `(first index of the run, term)`,
+    /// sorted by index. One element per term change, so it stays tiny; it lets a snapshot be
+    /// compared with the log without reading segments (§7).
+    pub terms: Vec<(Index, Term)>,
+}
+
 pub struct Wal {
     dir: PathBuf,
     options: StorageOptions,
     /// In log order; the last one is the active segment, open in `active`.
     segments: Vec<SegmentInfo>,
     active: File,
-    /// Index of the last entry the WAL's records hold (or the snapshot's, if it holds none).
-    wal_last: Index,
-    /// The latest durable snapshot's last_included_index (0 if none).
-    snapshot_index: Index,
-    /// The latest hard state written, copied into each new segment's preamble.
-    hard_state: HardState,
+    state: LogState,
     /// The reused encode buffer. Grows to the largest batch seen and stays there.
     buf: Vec<u8>,
     poisoned: bool,
@@ -60,33 +72,27 @@ impl Wal {
         options: StorageOptions,
         segments: Vec<SegmentInfo>,
         active: File,
-        wal_last: Index,
-        snapshot_index: Index,
-        hard_state: HardState,
+        state: LogState,
     ) -> Wal {
         assert!(
             !segments.is_empty(),
             "recovery always leaves an active segment"
         );
         let dir = dir.to_path_buf();
-        let buf = Vec::new();
-        let poisoned = false;
         Wal {
             dir,
             options,
             segments,
             active,
-            wal_last,
-            snapshot_index,
-            hard_state,
-            buf,
-            poisoned,
+            state,
+            buf: Vec::new(),
+            poisoned: false,
         }
     }
 
     /// The last index of the log, counting a snapshot as covering everything up to its index.
     pub fn last_index(&self) -> Index {
-        self.wal_last.max(self.snapshot_index)
+        self.state.wal_last.max(self.state.snapshot_index)
     }
 
     pub fn segments(&self) -> &[SegmentInfo] {
@@ -126,7 +132,7 @@ impl Wal {
                 first.index,
                 self.last_index()
             );
-            if first.index != self.wal_last.next() {
+            if first.index != self.state.wal_last.next() {
                 record::encode_truncate(&mut self.buf, first.index.prev());
             }
         }
@@ -145,10 +151,11 @@ impl Wal {
         }
         self.write_batch()?;
         if let Some(hs) = hard_state {
-            self.hard_state = *hs;
+            self.state.hard_state = *hs;
         }
+        self.note_terms(entries);
         if let Some(last) = entries.last() {
-            self.wal_last = last.index;
+            self.state.wal_last = last.index;
             let active = self.segments.len() - 1;
             let max = &mut self.segments[active].max_entry;
             *max = (*max).max(Some(last.index));
@@ -177,11 +184,11 @@ impl Wal {
     /// names a segment after it (see the module invariants).
     fn maybe_roll(&mut self) -> Result<(), StorageError> {
         let active = &self.segments[self.segments.len() - 1];
-        let next = self.wal_last.next();
+        let next = self.state.wal_last.next();
         if active.bytes < self.options.segment_bytes_max || next <= active.first {
             return Ok(());
         }
-        let created = segment::create(&self.dir, next, &self.hard_state, &mut self.buf);
+        let created = segment::create(&self.dir, next, &self.state.hard_state, &mut self.buf);
         let (file, path, bytes) = created.inspect_err(|_| self.poisoned = true)?;
         self.active = file;
         self.segments.push(SegmentInfo {
@@ -193,10 +200,81 @@ impl Wal {
         Ok(())
     }
 
-    /// A snapshot up to `index` is durable: the log before it may be compacted, and an append
-    /// may restart the log right after it.
-    pub fn snapshot_saved(&mut self, index: Index) {
-        self.snapshot_index = self.snapshot_index.max(index);
+    /// Keep the term runs in step with entries just written (after any truncation).
+    fn note_terms(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let terms = &mut self.state.terms;
+        if first.index > self.state.wal_last.next() {
+            terms.clear();
+        }
+        while terms.last().is_some_and(|&(start, _)| start >= first.index) {
+            terms.pop();
+        }
+        for entry in entries {
+            if terms.last().map(|&(_, term)| term) != Some(entry.term) {
+                terms.push((entry.index, entry.term));
+            }
+        }
+    }
+
+    /// The term of the entry at `index`, if the WAL or the snapshot holds it.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        if index == self.state.snapshot_index && index > Index(0) {
+            return Some(self.state.snapshot_term);
+        }
+        if index > self.state.wal_last {
+            return None;
+        }
+        let runs = self
+            .state
+            .terms
+            .partition_point(|&(start, _)| start <= index);
+        runs.checked_sub(1).map(|run| self.state.terms[run].1)
+    }
+
+    /// Before a snapshot is saved: if the log holds entries after it but does not hold the
+    /// snapshot's last entry with the same term, the whole log is superseded (§7: "if the
+    /// existing log entry has the same index and term as the snapshot's last included entry,
+    /// retain log entries following it ... otherwise discard the entire log"). A Truncate
+    /// record voids the entries after the snapshot, durably, before the snapshot becomes
+    /// durable, so a crash in between leaves only an uncommitted suffix cut short.
+    pub fn prepare_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        let index = meta.last_included_index;
+        if self.state.wal_last <= index || self.term_at(index) == Some(meta.last_included_term) {
+            return Ok(());
+        }
+        self.maybe_roll()?;
+        self.buf.clear();
+        record::encode_truncate(&mut self.buf, index);
+        self.write_batch()?;
+        self.state.wal_last = index;
+        while self
+            .state
+            .terms
+            .last()
+            .is_some_and(|&(start, _)| start > index)
+        {
+            self.state.terms.pop();
+        }
+        Ok(())
+    }
+
+    /// A snapshot is durable: the log before it may be compacted, and an append may restart
+    /// the log right after it.
+    pub fn snapshot_saved(&mut self, meta: &SnapshotMeta) {
+        self.state.snapshot_index = meta.last_included_index;
+        self.state.snapshot_term = meta.last_included_term;
+    }
+
+    pub fn snapshot_index(&self) -> Index {
+        self.state.snapshot_index
+    }
+
+    /// Mark the storage failed (a snapshot file could not be made durable): see the module
+    /// invariants.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
     }
 
     /// Delete, oldest first, every segment (but the active one) whose entries are all at or
@@ -204,14 +282,15 @@ impl Wal {
     /// shortened past what a snapshot covers, or recovery would find a gap.
     pub fn compact(&mut self, up_to: Index) -> Result<(), StorageError> {
         self.check_poisoned()?;
-        let up_to = up_to.min(self.snapshot_index);
+        let up_to = up_to.min(self.state.snapshot_index);
         let deletable = self.segments[..self.segments.len() - 1]
             .iter()
             .take_while(|s| s.max_entry.is_none_or(|m| m <= up_to))
             .count();
         for _ in 0..deletable {
             let path = self.segments[0].path.clone();
-            remove_durably(&self.dir, &path)?;
+            // A failed delete or directory fsync leaves the directory in an unknown state.
+            remove_durably(&self.dir, &path).inspect_err(|_| self.poisoned = true)?;
             self.segments.remove(0);
         }
         Ok(())
@@ -229,8 +308,8 @@ impl Wal {
         bytes_max: u64,
     ) -> Result<Vec<Entry>, StorageError> {
         self.check_poisoned()?;
-        let from = from.max(self.snapshot_index.next());
-        let to = to.min(self.wal_last);
+        let from = from.max(self.state.snapshot_index.next());
+        let to = to.min(self.state.wal_last);
         if from > to {
             return Ok(Vec::new());
         }
