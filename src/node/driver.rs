@@ -22,7 +22,7 @@ use crate::raft::{
     Config, Index, Message, NodeId, ProposeError, RaftNode, ReadError, ReadId, Restored, Role,
 };
 use crate::storage::{Storage, StorageError, StorageOptions};
-use crate::transport::{Transport, TransportStats};
+use crate::transport::Transport;
 
 use super::handle::{AnswerMeta, Consistency, NodeError, Status};
 use super::pending::{PendingReads, PendingWrites, Read, Request, WriteReply};
@@ -40,7 +40,6 @@ pub(super) struct Parts {
     pub inbox: mpsc::Receiver<Vec<Message>>,
     pub requests: mpsc::Receiver<Request>,
     pub status: watch::Sender<Status>,
-    pub stats: Arc<TransportStats>,
 }
 
 /// The loop's state. Only this thread touches `core`, `storage` and `store`.
@@ -53,8 +52,6 @@ pub(super) struct Driver {
     inbox: mpsc::Receiver<Vec<Message>>,
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<Status>,
-    #[allow(dead_code)]
-    stats: Arc<TransportStats>,
     pub(super) writes: PendingWrites,
     pub(super) reads: PendingReads,
     /// This turn's linearizable reads, sent to the core as one ReadIndex request.
@@ -153,7 +150,6 @@ impl Driver {
             inbox: parts.inbox,
             requests: parts.requests,
             status: parts.status,
-            stats: parts.stats,
             writes: PendingWrites::default(),
             reads: PendingReads::default(),
             read_batch: Vec::new(),
