@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kv::command::{Command, Idempotency, Op};
 use crate::kv::{Store, StoreConfig};
 use crate::raft::{
-    Config, Index, Message, NodeId, ProposeError, RaftNode, ReadError, ReadId, Restored, Role,
+    Config, Index, Message, NodeId, ProposeError, RaftNode, ReadError, ReadId, Restored, Role, Term,
 };
 use crate::storage::{Storage, StorageError, StorageOptions};
 use crate::transport::Transport;
@@ -62,6 +62,10 @@ pub(super) struct Driver {
     pub(super) snapshot_index: Index,
     /// The commit index seen when a leader first became known: `ready` once applied.
     startup_commit: Option<Index>,
+    /// Term of the entry at `last_applied`. A leader knows the commit index only once an
+    /// entry of its own term is committed (thesis §6.4), so it is ready only once that
+    /// entry is applied too.
+    pub(super) last_applied_term: Term,
     /// The last `leader_time_ms` stamped: stamps never go backwards on this leader.
     last_stamp_ms: u64,
     next_housekeeping: Instant,
@@ -157,6 +161,7 @@ impl Driver {
             last_applied: snapshot_index,
             snapshot_index,
             startup_commit: None,
+            last_applied_term: Term(0),
             last_stamp_ms: 0,
         })
     }
@@ -394,8 +399,11 @@ impl Driver {
         if leader.is_some() && self.startup_commit.is_none() {
             self.startup_commit = Some(self.core.commit_index());
         }
-        let ready = leader.is_some() && self.startup_commit.is_some_and(|c| self.last_applied >= c);
         let role = self.core.role();
+        let ready = match role {
+            Role::Leader => self.last_applied_term == self.core.term(),
+            _ => leader.is_some() && self.startup_commit.is_some_and(|c| self.last_applied >= c),
+        };
         let progress = if role == Role::Leader {
             self.core.progress()
         } else {
