@@ -306,3 +306,168 @@ async fn concurrent_writes_are_all_applied_in_one_order() {
         .expect("list on a follower");
     assert_eq!(page.items.len(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_cluster_serves_and_recovers() {
+    let dir = std::env::temp_dir().join(format!("rocinante-single-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut peers = BTreeMap::new();
+    peers.insert(
+        NodeId(1),
+        MemberAddrs {
+            grpc: format!("127.0.0.1:{}", free_port()),
+            rest: "127.0.0.1:1".into(),
+        },
+    );
+    let opts = NodeOptions::new(NodeId(1), CLUSTER_ID, "one".into(), peers, dir.clone());
+    for round in 0..2 {
+        let token = CancellationToken::new();
+        let running = start(opts.clone(), token.clone()).await.expect("start");
+        let mut w = running.handle.status_watch();
+        // The `Ref` that `wait_for` returns holds the watch lock: drop it at once.
+        let became_ready =
+            tokio::time::timeout(WAIT, async { w.wait_for(|s| s.ready).await.is_ok() }).await;
+        assert_eq!(became_ready, Ok(true), "round {round}: never ready");
+        if round == 0 {
+            running
+                .handle
+                .write(put("solo", "yes"), None)
+                .await
+                .unwrap_or_else(|e| panic!("write: {e:?} {:?}", running.handle.status()));
+        }
+        let got = read(&running.handle, "solo", Consistency::Linearizable).await;
+        assert_eq!(got.as_deref(), Some(&b"yes"[..]), "round {round}");
+        token.cancel();
+        let stopped = tokio::time::timeout(WAIT, running.join).await;
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "round {round}: {stopped:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_writes_fail_honestly_and_stale_reads_still_work() {
+    let mut c = Cluster::new("runtime-noquorum");
+    for o in c.opts.iter_mut() {
+        o.request_timeout_ms = 1000;
+    }
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.agreed_leader().await;
+    let h = c.handle(leader);
+    h.write(put("k", "v1"), None)
+        .await
+        .expect("write with quorum");
+    for i in 0..3 {
+        if i != leader {
+            c.stop(i).await;
+        }
+    }
+    // The write cannot commit: it is either refused (NotLeader/Unavailable once check-quorum
+    // deposed the leader: NOT applied) or times out (outcome unknown). Never Ok.
+    match h.write(put("k", "v2"), None).await {
+        Err(NodeError::Timeout | NodeError::NotLeader { .. } | NodeError::Unavailable(_)) => {}
+        other => panic!("a write without a quorum answered {other:?}"),
+    }
+    // Linearizable reads cannot be confirmed either.
+    assert!(
+        h.get(Bytes::from_static(b"k"), Consistency::Linearizable)
+            .await
+            .is_err()
+    );
+    // A stale read serves the last applied value.
+    let got = read(&h, "k", Consistency::Stale).await;
+    assert_eq!(got.as_deref(), Some(&b"v1"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_answers_every_in_flight_request() {
+    let mut c = Cluster::new("runtime-stop");
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.agreed_leader().await;
+    let h = c.handle(leader);
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move { h.write(put(&format!("s{i}"), "v"), None).await })
+        })
+        .collect();
+    c.stop(leader).await;
+    // Every writer got an answer (none hangs): success, known-not-applied, or unknown.
+    let all = tokio::time::timeout(WAIT, async {
+        for t in tasks {
+            let _answer = t.await.expect("task");
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "a write was left hanging by the stop");
+    // A stopped node refuses at once.
+    assert!(matches!(
+        h.write(put("late", "v"), None).await,
+        Err(NodeError::Unavailable(_))
+    ));
+}
+
+/// Flip one byte in the middle of every non-empty file under `dir` (recursively).
+fn corrupt_middle_of_files(dir: &std::path::Path) -> usize {
+    let mut corrupted = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            corrupted += corrupt_middle_of_files(&path);
+        } else if let Ok(mut bytes) = std::fs::read(&path)
+            && bytes.len() > 64
+        {
+            let mid = bytes.len() / 3;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&path, bytes).expect("rewrite");
+            corrupted += 1;
+        }
+    }
+    corrupted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_log_refuses_to_start_with_exit_code_3() {
+    let dir = std::env::temp_dir().join(format!("rocinante-corrupt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut peers = BTreeMap::new();
+    peers.insert(
+        NodeId(1),
+        MemberAddrs {
+            grpc: format!("127.0.0.1:{}", free_port()),
+            rest: "127.0.0.1:1".into(),
+        },
+    );
+    let opts = NodeOptions::new(NodeId(1), CLUSTER_ID, "one".into(), peers, dir.clone());
+    let token = CancellationToken::new();
+    let running = start(opts.clone(), token.clone()).await.expect("start");
+    let mut w = running.handle.status_watch();
+    let ready = tokio::time::timeout(WAIT, async { w.wait_for(|s| s.ready).await.is_ok() }).await;
+    assert_eq!(ready, Ok(true));
+    for i in 0..50 {
+        running
+            .handle
+            .write(put(&format!("k{i}"), &"x".repeat(100)), None)
+            .await
+            .expect("write");
+    }
+    token.cancel();
+    let stopped = tokio::time::timeout(WAIT, running.join).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))));
+
+    assert!(corrupt_middle_of_files(&dir) > 0, "no log files found");
+    match start(opts, CancellationToken::new()).await {
+        Err(e) => assert_eq!(e.exit_code(), 3, "unexpected error {e}"),
+        Ok(_) => panic!("a node started on a corrupt log"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,14 +18,20 @@ use super::error::ApiError;
 /// Most bytes of an oversized body read and dropped before answering 413.
 pub const DISCARD_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// Read the whole body, at most `max_bytes`, within `timeout`.
+/// Read the whole body, at most `max_bytes`, within `timeout`. With `expects_continue` (the
+/// client sent `Expect: 100-continue` and waits for our go-ahead), a body declared too large
+/// is refused before a byte of it is sent.
 pub async fn read_limited(
     body: Incoming,
     max_bytes: usize,
     timeout: Duration,
+    expects_continue: bool,
 ) -> Result<Bytes, ApiError> {
     let declared = body.size_hint().lower();
     let too_large_declared = declared > max_bytes as u64;
+    if too_large_declared && expects_continue {
+        return Err(ApiError::value_too_large(max_bytes));
+    }
     match tokio::time::timeout(timeout, collect(body, max_bytes, too_large_declared)).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::new(

@@ -54,13 +54,13 @@ pub async fn write<B: Backend>(
             return resp;
         }
     }
-    let body = match read_limited(
-        body,
-        shared.ctx.max_value_bytes,
-        shared.ctx.body_read_timeout,
-    )
-    .await
-    {
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let ctx = &shared.ctx;
+    let limit = (ctx.max_value_bytes, ctx.body_read_timeout);
+    let body = match read_limited(body, limit.0, limit.1, expects_continue).await {
         Ok(b) => b,
         Err(e) => return with_status_meta(shared, e),
     };
@@ -147,7 +147,10 @@ pub async fn get<B: Backend>(shared: &Arc<Shared<B>>, req: Request<Incoming>) ->
         Ok(c) => c,
         Err(e) => return with_status_meta(shared, e),
     };
-    if redirect && consistency == Consistency::Linearizable {
+    // `redirect` applies to linearizable reads only; lease and stale reads are served where
+    // they land (forwarded, invisibly, if this node cannot serve them).
+    let redirect = redirect && consistency == Consistency::Linearizable;
+    if redirect {
         if let Some(resp) = forward::redirect_if_follower(shared, &parts) {
             return resp;
         }
@@ -197,7 +200,8 @@ pub async fn list<B: Backend>(shared: &Arc<Shared<B>>, req: Request<Incoming>) -
         Ok(c) => c,
         Err(e) => return with_status_meta(shared, e),
     };
-    if redirect && consistency == Consistency::Linearizable {
+    let redirect = redirect && consistency == Consistency::Linearizable;
+    if redirect {
         if let Some(resp) = forward::redirect_if_follower(shared, &parts) {
             return resp;
         }

@@ -8,7 +8,8 @@
 //! within `header_read_timeout` (the connection is closed); a body is at most
 //! `max_value_bytes` (413, never buffered further) and must arrive within `body_read_timeout`
 //! (408); at most `connections_max` connections are served at once (later ones wait in the
-//! kernel's accept backlog). A handler runs in its own task, so a panic becomes a 500 for that
+//! kernel's accept backlog). The spec's `metric` address, when given, gets a second listener
+//! that serves only `/metrics`. A handler runs in its own task, so a panic becomes a 500 for that
 //! one request and never takes the node down.
 
 mod backend;
@@ -57,6 +58,7 @@ pub struct ApiContext {
     /// Largest value (request body) accepted, in bytes (spec `max_value_bytes`, default 1 MiB).
     pub max_value_bytes: usize,
     /// A client must send its whole request head within this time, or it is disconnected.
+    /// It also bounds how long an idle keep-alive connection is kept open.
     pub header_read_timeout: Duration,
     /// A client must send its whole body within this time, or it gets 408.
     pub body_read_timeout: Duration,
@@ -67,6 +69,8 @@ pub struct ApiContext {
     pub connections_max: usize,
     /// A directory whose `index.html` replaces the built-in dashboard (spec `wwwroot`).
     pub wwwroot: Option<PathBuf>,
+    /// An extra address serving only `/metrics` (spec `metric`, e.g. `":2112"`).
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ApiContext {
@@ -78,6 +82,7 @@ impl Default for ApiContext {
             forward_timeout: Duration::from_secs(6),
             connections_max: 4096,
             wwwroot: None,
+            metrics_listen: None,
         }
     }
 }
@@ -115,6 +120,52 @@ pub async fn serve_with<B: Backend>(
         node,
         ctx,
     });
+    let metrics_task = match &shared.ctx.metrics_listen {
+        Some(addr) => bind_metrics(addr).await.map(|l| {
+            tokio::spawn(accept_loop(
+                l,
+                shared.clone(),
+                shutdown.clone(),
+                Scope::MetricsOnly,
+            ))
+        }),
+        None => None,
+    };
+    accept_loop(listener, shared, shutdown, Scope::Full).await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+}
+
+/// What a listener serves: everything, or only `/metrics` (the spec's `metric` port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    Full,
+    MetricsOnly,
+}
+
+/// The spec's `metric` address (`":2112"` means every interface, as in the seed). A port that
+/// cannot be bound is logged and skipped: `/metrics` is always on the REST port too.
+async fn bind_metrics(addr: &str) -> Option<TcpListener> {
+    let addr = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    match TcpListener::bind(&addr).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(addr, error = %e, "cannot listen for metrics; /metrics stays on the REST port");
+            None
+        }
+    }
+}
+
+async fn accept_loop<B: Backend>(
+    listener: TcpListener,
+    shared: Arc<Shared<B>>,
+    shutdown: CancellationToken,
+    scope: Scope,
+) {
     let permits = Arc::new(Semaphore::new(shared.ctx.connections_max));
     let mut connections = JoinSet::new();
     loop {
@@ -141,7 +192,7 @@ pub async fn serve_with<B: Backend>(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            serve_connection(stream, shared, shutdown).await;
+            serve_connection(stream, shared, shutdown, scope).await;
             drop(permit);
         });
         // Reap finished connections so the set does not grow without bound.
@@ -155,6 +206,7 @@ async fn serve_connection<B: Backend>(
     stream: tokio::net::TcpStream,
     shared: Arc<Shared<B>>,
     shutdown: CancellationToken,
+    scope: Scope,
 ) {
     let mut builder = http1::Builder::new();
     builder
@@ -164,7 +216,7 @@ async fn serve_connection<B: Backend>(
         .max_headers(HEADERS_MAX)
         .max_buf_size(HEAD_BYTES_MAX.max(64 * 1024) + 16 * 1024);
     let svc_shared = shared.clone();
-    let service = service_fn(move |req| handle_isolated(svc_shared.clone(), req));
+    let service = service_fn(move |req| handle_isolated(svc_shared.clone(), req, scope));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -184,8 +236,12 @@ async fn serve_connection<B: Backend>(
 async fn handle_isolated<B: Backend>(
     shared: Arc<Shared<B>>,
     req: Request<Incoming>,
+    scope: Scope,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
+    if scope == Scope::MetricsOnly && req.uri().path() != "/metrics" {
+        return Ok(error::ApiError::not_found("this port serves only /metrics").into_response());
+    }
     let route = router::route_label(req.method(), req.uri().path());
     let task = tokio::spawn(router::dispatch(shared.clone(), req));
     let resp = match task.await {

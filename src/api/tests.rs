@@ -251,7 +251,13 @@ async fn raw(addr: &str, request: &[u8]) -> Answer {
 
 /// With `close_write`, the client half-closes after sending (a truncated upload).
 async fn raw_maybe_close(addr: &str, request: &[u8], close_write: bool) -> Answer {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return Answer {
+            status: 0,
+            head: String::new(),
+            body: Vec::new(),
+        };
+    };
     let _ = s.write_all(request).await;
     if close_write {
         let _ = s.shutdown().await;
@@ -564,4 +570,39 @@ async fn info_routes() {
     // The leader at 127.0.0.1:1 is unreachable: nothing was sent, so 503 (not applied).
     let a = req(&follower.addr, "PUT", "/v1/kv/x", "", b"v").await;
     assert_eq!(a.status, 503);
+}
+
+#[tokio::test]
+async fn the_metric_port_serves_only_metrics() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let fake = Fake {
+        id: NodeId(1),
+        leader_rest: None,
+        state: Arc::default(),
+    };
+    let ctx = ApiContext {
+        metrics_listen: Some(format!("127.0.0.1:{port}")),
+        ..ApiContext::default()
+    };
+    tokio::spawn(serve_with(listener, fake, ctx, stop.clone()));
+    let addr = format!("127.0.0.1:{port}");
+    let mut answer = req(&addr, "GET", "/metrics", "", b"").await;
+    // Poll (bounded) until the metrics listener is bound by the spawned server.
+    for _ in 0..200 {
+        if answer.status != 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        answer = req(&addr, "GET", "/metrics", "", b"").await;
+    }
+    assert_eq!(answer.status, 200);
+    assert!(String::from_utf8_lossy(&answer.body).contains("rocinante_raft_term"));
+    assert_eq!(req(&addr, "GET", "/v1/kv/a", "", b"").await.status, 404);
+    stop.cancel();
 }

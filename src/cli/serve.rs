@@ -156,6 +156,7 @@ fn api_context(spec: &ClusterSpec, me: &Controller) -> ApiContext {
         max_value_bytes: usize::try_from(spec.max_value_bytes).unwrap_or(usize::MAX),
         forward_timeout: Duration::from_millis(spec.request_timeout_ms.saturating_add(1000)),
         wwwroot: me.wwwroot.clone(),
+        metrics_listen: me.metric.clone(),
         ..ApiContext::default()
     }
 }

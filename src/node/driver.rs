@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 use crate::kv::command::{Command, Idempotency, Op};
 use crate::kv::{Store, StoreConfig};
 use crate::raft::{
-    Config, Index, Message, NodeId, ProposeError, RaftNode, ReadError, ReadId, Restored, Role,
+    Config, Index, Message, NodeId, ProposeError, RaftNode, ReadError, ReadId, Restored, Role, Term,
 };
 use crate::storage::{Storage, StorageError, StorageOptions};
-use crate::transport::{Transport, TransportStats};
+use crate::transport::Transport;
 
 use super::handle::{AnswerMeta, Consistency, NodeError, Status};
 use super::pending::{PendingReads, PendingWrites, Read, Request, WriteReply};
@@ -40,7 +40,6 @@ pub(super) struct Parts {
     pub inbox: mpsc::Receiver<Vec<Message>>,
     pub requests: mpsc::Receiver<Request>,
     pub status: watch::Sender<Status>,
-    pub stats: Arc<TransportStats>,
 }
 
 /// The loop's state. Only this thread touches `core`, `storage` and `store`.
@@ -53,8 +52,6 @@ pub(super) struct Driver {
     inbox: mpsc::Receiver<Vec<Message>>,
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<Status>,
-    #[allow(dead_code)]
-    stats: Arc<TransportStats>,
     pub(super) writes: PendingWrites,
     pub(super) reads: PendingReads,
     /// This turn's linearizable reads, sent to the core as one ReadIndex request.
@@ -65,6 +62,10 @@ pub(super) struct Driver {
     pub(super) snapshot_index: Index,
     /// The commit index seen when a leader first became known: `ready` once applied.
     startup_commit: Option<Index>,
+    /// Term of the entry at `last_applied`. A leader knows the commit index only once an
+    /// entry of its own term is committed (thesis §6.4), so it is ready only once that
+    /// entry is applied too.
+    pub(super) last_applied_term: Term,
     /// The last `leader_time_ms` stamped: stamps never go backwards on this leader.
     last_stamp_ms: u64,
     next_housekeeping: Instant,
@@ -153,7 +154,6 @@ impl Driver {
             inbox: parts.inbox,
             requests: parts.requests,
             status: parts.status,
-            stats: parts.stats,
             writes: PendingWrites::default(),
             reads: PendingReads::default(),
             read_batch: Vec::new(),
@@ -161,6 +161,7 @@ impl Driver {
             last_applied: snapshot_index,
             snapshot_index,
             startup_commit: None,
+            last_applied_term: Term(0),
             last_stamp_ms: 0,
         })
     }
@@ -398,8 +399,11 @@ impl Driver {
         if leader.is_some() && self.startup_commit.is_none() {
             self.startup_commit = Some(self.core.commit_index());
         }
-        let ready = leader.is_some() && self.startup_commit.is_some_and(|c| self.last_applied >= c);
         let role = self.core.role();
+        let ready = match role {
+            Role::Leader => self.last_applied_term == self.core.term(),
+            _ => leader.is_some() && self.startup_commit.is_some_and(|c| self.last_applied >= c),
+        };
         let progress = if role == Role::Leader {
             self.core.progress()
         } else {

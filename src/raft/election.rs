@@ -318,8 +318,10 @@ impl RaftNode {
 
     /// Thesis §3.10: the leader says "campaign now"; skip pre-vote and tell voters to ignore
     /// their lease, since the old leader asked for this.
-    pub(super) fn handle_timeout_now(&mut self, _from: NodeId) {
-        if !self.is_voter() || matches!(self.role, RoleState::Leader(_)) {
+    /// Only the leader we follow may ask (any other sender could otherwise make us disrupt a
+    /// healthy leader).
+    pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
+        if !self.is_voter() || self.leader != Some(from) {
             return;
         }
         self.start_election(true);

@@ -95,6 +95,11 @@
 //!   measured from when the confirming round was *sent*, not when it was answered. A follower
 //!   that restarts cannot know whether it was part of some leader's lease, so a restarted node
 //!   (one with a non-zero term) ignores vote requests for its first `election_ticks_min` ticks.
+//! * TimeoutNow is obeyed only when it comes from the leader this node follows, and once a
+//!   leader has sent one it holds no lease for the rest of its term (the election it starts
+//!   ignores the followers' lease, even if the transfer is later aborted).
+//! * Forwarded reads fail after `election_ticks_max` ticks without an answer, as
+//!   `ReadFailure::LeadershipLost` (the request or its answer may have been lost).
 //! * commit_index is not persisted (figure 2 makes it volatile): after a restart the node
 //!   relearns it from the leader, so `Ready::committed_entries` starts after the snapshot.
 //! * Snapshots (§7) and membership changes (thesis ch. 4) are not implemented yet: the log

@@ -256,6 +256,12 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// A node starting from recovered state (`Restored::default()` for a brand-new node).
+    /// It starts as a follower (a learner if it is not a voter) with commit_index at the
+    /// snapshot: commit_index is volatile (figure 2) and is relearned from the leader.
+    ///
+    /// Panics if `config.validate()` fails or the restored entries are not contiguous after
+    /// the snapshot: both are the caller's bugs (the runtime validates user settings first,
+    /// and storage recovery checks the log).
     pub fn new(config: Config, restored: Restored) -> RaftNode {
         if let Err(e) = config.validate() {
             panic!("invalid raft config: {e}");

@@ -10,10 +10,11 @@
 //!
 //! ```text
 //! offset  size  field
-//! 0       4     payload_len   u32, number of payload bytes (at most PAYLOAD_BYTES_MAX)
-//! 4       4     crc           u32, CRC-32 (IEEE, crc32fast) over bytes 0..4, byte 8 and the
-//!                             payload, in that order: the length and the kind are covered too
-//! 8       1     kind          u8, see `record::Kind` (0 is never valid, so zeroed disk is never
+//! 0       4     crc           u32, CRC-32 (IEEE, crc32fast) over bytes 4..9+n: the length, the
+//!                             kind and the payload (placed first so the covered bytes are
+//!                             contiguous and checked in one pass)
+//! 4       4     payload_len   u32, number of payload bytes n (at most PAYLOAD_BYTES_MAX)
+//! 8       1     kind          u8, see `record.rs` (0 is never valid, so zeroed disk is never
 //!                             a record)
 //! 9       n     payload       the record's bytes (see `record.rs`)
 //! ```
@@ -25,7 +26,7 @@
 //! why only acknowledged, fsynced batches are promised). Ordering and gaps are checked one level
 //! up, by `recovery.rs` (entry indexes must be contiguous, segment headers must match names).
 
-/// Bytes before the payload: payload_len (4) + crc (4) + kind (1).
+/// Bytes before the payload: crc (4) + payload_len (4) + kind (1).
 pub const HEADER_BYTES: usize = 9;
 
 /// Largest payload a frame may carry: 256 MiB. A header claiming more is corruption, not a
@@ -64,20 +65,10 @@ pub fn encode(buf: &mut Vec<u8>, kind: u8, write_payload: impl FnOnce(&mut Vec<u
         payload_len <= PAYLOAD_BYTES_MAX as usize,
         "record payload too large"
     );
-    let len_bytes = (payload_len as u32).to_le_bytes();
-    buf[start..start + 4].copy_from_slice(&len_bytes);
+    buf[start + 4..start + 8].copy_from_slice(&(payload_len as u32).to_le_bytes());
     buf[start + 8] = kind;
-    let crc = checksum(&len_bytes, kind, &buf[start + HEADER_BYTES..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// CRC-32 over the length field, the kind byte and the payload.
-fn checksum(len_bytes: &[u8; 4], kind: u8, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(len_bytes);
-    hasher.update(&[kind]);
-    hasher.update(payload);
-    hasher.finalize()
+    let crc = crc32fast::hash(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Judge the bytes at the start of `bytes`: a record, a torn tail, or corruption.
@@ -85,9 +76,8 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     if bytes.len() < HEADER_BYTES {
         return Decoded::Incomplete;
     }
-    let len_bytes: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    let payload_len = u32::from_le_bytes(len_bytes);
-    let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let crc = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let payload_len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let kind = bytes[8];
     if payload_len > PAYLOAD_BYTES_MAX {
         return Decoded::Corrupt {
@@ -99,8 +89,7 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     if bytes.len() < len {
         return Decoded::Incomplete;
     }
-    let payload = &bytes[HEADER_BYTES..len];
-    if checksum(&len_bytes, kind, payload) != crc {
+    if crc32fast::hash(&bytes[4..len]) != crc {
         return Decoded::Corrupt {
             offset: 0,
             reason: "checksum mismatch",
@@ -112,7 +101,11 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
             reason: "record kind 0",
         };
     }
-    Decoded::Record { kind, payload, len }
+    Decoded::Record {
+        kind,
+        payload: &bytes[HEADER_BYTES..len],
+        len,
+    }
 }
 
 /// True if a whole valid record starts anywhere in `bytes` at or after offset `from`. Recovery
@@ -182,7 +175,7 @@ mod tests {
     #[test]
     fn oversized_length_is_corrupt() {
         let mut buf = frame(1, b"x");
-        buf[0..4].copy_from_slice(&(PAYLOAD_BYTES_MAX + 1).to_le_bytes());
+        buf[4..8].copy_from_slice(&(PAYLOAD_BYTES_MAX + 1).to_le_bytes());
         assert!(matches!(decode(&buf), Decoded::Corrupt { .. }));
     }
 

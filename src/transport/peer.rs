@@ -161,8 +161,13 @@ impl PeerSender {
         while !self.shutdown.is_cancelled() {
             match self.connect().await {
                 Some(channel) => {
-                    backoff_ms = self.limits.backoff_ms_min;
+                    let opened = std::time::Instant::now();
                     self.pump(channel).await;
+                    // Only a stream that lived a while resets the backoff: one the receiver
+                    // refuses at once (another cluster) must not be retried in a tight loop.
+                    if opened.elapsed() >= Duration::from_millis(self.limits.backoff_ms_max) {
+                        backoff_ms = self.limits.backoff_ms_min;
+                    }
                     self.shared.connected.store(false, Ordering::Relaxed);
                     self.take_queue();
                 }

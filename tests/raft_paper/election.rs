@@ -483,3 +483,27 @@ fn pre_vote_refused_while_hearing_from_leader() {
     assert!(granted(&mut n), "silent for a baseline election timeout");
     assert_eq!(n.term(), Term(1), "granting a pre-vote changes no term");
 }
+
+// Reference: thesis §3.10 TimeoutNow comes from the leader; from anyone else it is ignored, so
+// a stray or forged message cannot make a follower depose a healthy leader.
+#[test]
+fn timeout_now_only_from_the_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.node(2).step(Message {
+        from: id(3),
+        to: id(2),
+        term,
+        body: MessageBody::TimeoutNow,
+    });
+    assert_eq!(c.node(2).role(), Role::Follower);
+    c.node(2).step(Message {
+        from: id(1),
+        to: id(2),
+        term,
+        body: MessageBody::TimeoutNow,
+    });
+    assert_eq!(c.node(2).role(), Role::Candidate);
+    assert_eq!(c.node(2).term(), term.next());
+}

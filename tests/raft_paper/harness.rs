@@ -198,6 +198,7 @@ impl Cluster {
                     continue;
                 }
                 let rd = drive(node);
+                assert!(!rd.is_empty(), "has_ready() promised a non-empty Ready");
                 queue.extend(msgs(&rd));
                 self.applied
                     .entry(nid)

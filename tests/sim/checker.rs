@@ -11,7 +11,9 @@
 //!   compared with every node's log and every applied entry (State Machine Safety).
 //! - `leader_logs`: each leader's log at its election. Leaders only append (checked), so an
 //!   entry committed in term c must be in every `leader_logs[t]` with t > c (Leader
-//!   Completeness), whichever came first, the election or our sight of the commit.
+//!   Completeness), whichever came first, the election or our sight of the commit. We know c
+//!   only from above (the term of the first node seen with the entry committed), which can
+//!   only make the check weaker, never raise a false alarm.
 //! - `durable`: the last durable hard state of each node (terms never decrease, one vote per
 //!   term across restarts) and `votes`: every granted vote that left a node.
 //!
@@ -29,6 +31,9 @@ use super::storage::DurableStorage;
 
 pub type Check = Result<(), String>;
 
+/// Learners the checker has room for beyond the voters.
+const LEARNERS_MAX: usize = 8;
+
 /// What the checker last saw of one node in its current incarnation (volatile state restarts
 /// from zero with the node).
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,12 +44,16 @@ pub struct Observed {
 }
 
 pub struct Checker {
+    voters: usize,
     quorum: usize,
     leaders: BTreeMap<Term, usize>,
     leader_logs: BTreeMap<Term, Vec<Entry>>,
     log_matching: HashMap<(Index, Term), (Entry, Term)>,
     /// The committed log: index i at position i - 1.
     pub committed: Vec<Entry>,
+    /// For each committed index, the term of the node that first reported it committed: at
+    /// or above the term in which it was committed.
+    commit_terms: Vec<Term>,
     durable: Vec<HardState>,
     votes: HashMap<(usize, Term), NodeId>,
     /// When set, every Normal payload may be committed at most once (the sweep's clients never
@@ -57,17 +66,25 @@ fn who(node: usize) -> String {
 }
 
 impl Checker {
-    pub fn new(nodes: usize, unique_payloads: bool) -> Checker {
+    /// `voters`: nodes 0..voters vote and count toward a quorum; any others are learners.
+    pub fn new(voters: usize, unique_payloads: bool) -> Checker {
         Checker {
-            quorum: nodes / 2 + 1,
+            voters,
+            quorum: voters / 2 + 1,
             leaders: BTreeMap::new(),
             leader_logs: BTreeMap::new(),
             log_matching: HashMap::new(),
             committed: Vec::new(),
-            durable: vec![HardState::default(); nodes],
+            commit_terms: Vec::new(),
+            durable: vec![HardState::default(); voters + LEARNERS_MAX],
             votes: HashMap::new(),
             unique_payloads: unique_payloads.then(HashSet::new),
         }
+    }
+
+    /// The highest term that has had a leader so far.
+    pub fn latest_leader_term(&self) -> Option<Term> {
+        self.leaders.keys().next_back().copied()
     }
 
     pub fn commit_index(&self) -> Index {
@@ -112,27 +129,7 @@ impl Checker {
                 ));
             }
         }
-        // Overwritten or removed entries (§5.3 conflict truncation).
-        for old in &log[start - 1..] {
-            let new = entries.get(old.index.0 as usize - start);
-            if new == Some(old) {
-                continue;
-            }
-            if role == Role::Leader {
-                return Err(format!(
-                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
-                    who(node),
-                    old.index
-                ));
-            }
-            if self.committed.get(old.index.0 as usize - 1) == Some(old) {
-                return Err(format!(
-                    "{} truncated committed entry {}",
-                    who(node),
-                    old.index
-                ));
-            }
-        }
+        self.check_overwrite(node, role, term, &log[start - 1..], entries)?;
         log.truncate(start - 1);
         for e in entries {
             let prev_term = log.last().map_or(Term(0), |p| p.term);
@@ -158,6 +155,40 @@ impl Checker {
                 ));
             }
             log.push(e.clone());
+        }
+        Ok(())
+    }
+
+    /// `old` entries of a node's log are being replaced by `entries` (§5.3 conflict
+    /// truncation, or a re-send of the same entries). A leader never changes or removes its
+    /// own entries (Leader Append-Only), and nobody removes a committed one.
+    fn check_overwrite(
+        &self,
+        node: usize,
+        role: Role,
+        term: Term,
+        old: &[Entry],
+        entries: &[Entry],
+    ) -> Check {
+        let start = entries.first().map_or(0, |e| e.index.0 as usize);
+        for o in old {
+            if entries.get(o.index.0 as usize - start) == Some(o) {
+                continue;
+            }
+            if role == Role::Leader {
+                return Err(format!(
+                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
+                    who(node),
+                    o.index
+                ));
+            }
+            if self.committed.get(o.index.0 as usize - 1) == Some(o) {
+                return Err(format!(
+                    "{} truncated committed entry {}",
+                    who(node),
+                    o.index
+                ));
+            }
         }
         Ok(())
     }
@@ -205,6 +236,14 @@ impl Checker {
                 log.len()
             ));
         }
+        if node >= self.voters
+            && matches!(role, Role::Leader | Role::Candidate | Role::PreCandidate)
+        {
+            return Err(format!(
+                "learner {} became {role:?} in term {term}",
+                who(node)
+            ));
+        }
         if role == Role::Leader {
             self.on_leader(node, term, log)?;
         }
@@ -243,8 +282,11 @@ impl Checker {
             None => {}
         }
         self.leaders.insert(term, node);
+        // Only entries committed in earlier terms bind this leader: a leader of a lower term
+        // can still be elected (by votes granted before its voters moved on) after a higher
+        // term committed something, and it will never commit anything itself.
         for (k, c) in self.committed.iter().enumerate() {
-            if log.get(k) != Some(c) {
+            if self.commit_terms[k] < term && log.get(k) != Some(c) {
                 return Err(format!(
                     "Leader Completeness: {} elected for term {term} without committed {}",
                     who(node),
@@ -259,13 +301,16 @@ impl Checker {
     /// `e` just became known as committed, by a node at `term` (so committed at or before it).
     fn on_newly_committed(&mut self, e: &Entry, term: Term, durable: &[&DurableStorage]) -> Check {
         let k = e.index.0 as usize - 1;
+        // Only voters count: a learner's copy does not make an entry safe (§5.4.1 needs the
+        // voters of every future election to intersect the ones that stored it).
         let holders = durable
             .iter()
+            .take(self.voters)
             .filter(|d| d.entries.get(k) == Some(e))
             .count();
         if holders < self.quorum {
             return Err(format!(
-                "committed {} is durable on only {holders} nodes (quorum {})",
+                "committed {} is durable on only {holders} voters (quorum {})",
                 super::trace::entry(e),
                 self.quorum
             ));
@@ -287,6 +332,7 @@ impl Checker {
             }
         }
         self.committed.push(e.clone());
+        self.commit_terms.push(term);
         Ok(())
     }
 
@@ -349,8 +395,22 @@ impl Checker {
         Ok(())
     }
 
-    /// A message leaves `node`: what it acknowledges must already be durable.
-    pub fn on_send(&mut self, node: usize, msg: &Message, durable: &DurableStorage) -> Check {
+    /// A message leaves `node` (whose log is `log`): what it acknowledges must already be
+    /// durable, and an AppendEntries or TimeoutNow is a claim to lead its term (Election
+    /// Safety holds for leaders that stepped down within the turn that elected them, too).
+    pub fn on_send(
+        &mut self,
+        node: usize,
+        msg: &Message,
+        durable: &DurableStorage,
+        log: &[Entry],
+    ) -> Check {
+        if matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::TimeoutNow
+        ) {
+            self.on_leader(node, msg.term, log)?;
+        }
         if msg.from != NodeId(node as u64 + 1) || msg.to == msg.from {
             return Err(format!(
                 "{} sent a message from n{} to n{}",
@@ -364,8 +424,12 @@ impl Checker {
                 pre_vote: false,
                 vote_granted: true,
             } => {
+                // The vote itself, or a later term, must be durable: a node whose durable term
+                // is above the vote's can never vote in that term again, so a grant that one
+                // batch superseded is safe to send.
                 let hs = durable.hard_state;
-                if hs.current_term != msg.term || hs.voted_for != Some(msg.to) {
+                let durable_vote = hs.current_term == msg.term && hs.voted_for == Some(msg.to);
+                if !(durable_vote || hs.current_term > msg.term) {
                     return Err(format!(
                         "{} granted its vote in term {} before it was durable (durable: term {} vote {:?})",
                         who(node),

@@ -28,11 +28,18 @@ use super::storage::DurableStorage;
 use super::trace::{self, Trace};
 
 /// A turn that keeps producing Readys this many times without settling is a livelock.
+/// Delivered messages kept for replay (a sample, oldest dropped first).
+const OLD_MESSAGES_MAX: usize = 128;
+
 pub(crate) const TURNS_MAX: usize = 10_000;
 
 /// How a simulation is set up. `Options::new(nodes, seed)` gives the defaults.
 pub struct Options {
+    /// Voters, ids 1..=nodes.
     pub nodes: usize,
+    /// Learners of the initial configuration, ids after the voters' (thesis §4.2.1): they
+    /// replicate the log but never vote, campaign or count toward a quorum.
+    pub learners: usize,
     pub seed: u64,
     /// Virtual length of one core tick: 10 ms, so the default 10-20 tick election timeout is
     /// 100-200 ms and heartbeats go every 20 ms.
@@ -48,9 +55,71 @@ pub struct Options {
     pub unique_payloads: bool,
     /// Printed on failure: the one command that replays this run.
     pub replay: String,
+    /// Fault injection into the simulator itself, to prove the checker bites: at each crash
+    /// the disk also loses up to 3 entries it had acknowledged as durable (a lying fsync).
+    pub lying_disk: bool,
+    /// Overrides of the core's defaults, the same on every node.
+    pub tuning: Option<Tuning>,
+    /// Check lease reads (`has_lease`); `SIM_LEASE_CHECK=0` turns it off.
+    pub lease_check: bool,
+    /// The storage writes a Ready's entries before its hard state, so a torn write can keep
+    /// entries of a term the durable hard state has not reached (the sweep picks it per seed:
+    /// the core must not depend on the storage's record order).
+    pub hard_state_last: bool,
+}
+
+/// Core parameters the sweep varies per seed, to reach the code paths that the defaults
+/// never do (one message in flight, one entry per message, tiny queues, no pre-vote...).
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub election_ticks_min: u64,
+    pub election_ticks_max: u64,
+    pub heartbeat_ticks: u64,
+    pub inflight_msgs_max: usize,
+    pub inflight_bytes_max: u64,
+    pub msg_bytes_max: u64,
+    pub uncommitted_entries_max: usize,
+    pub pending_reads_max: usize,
+    pub committed_bytes_max: u64,
+}
+
+impl Tuning {
+    pub fn random(rng: &mut StdRng) -> Tuning {
+        let election_ticks_min = rng.random_range(5..15);
+        Tuning {
+            pre_vote: rng.random_bool(0.7),
+            check_quorum: rng.random_bool(0.7),
+            election_ticks_min,
+            election_ticks_max: election_ticks_min + rng.random_range(3..15),
+            heartbeat_ticks: rng.random_range(1..=(election_ticks_min / 3).max(1)),
+            inflight_msgs_max: rng.random_range(1..8),
+            inflight_bytes_max: rng.random_range(30..3_000),
+            msg_bytes_max: rng.random_range(1..500),
+            uncommitted_entries_max: rng.random_range(1..50),
+            pending_reads_max: rng.random_range(1..10),
+            committed_bytes_max: rng.random_range(1..1_000),
+        }
+    }
+
+    fn apply(&self, c: &mut Config) {
+        c.pre_vote = self.pre_vote;
+        c.check_quorum = self.check_quorum;
+        c.election_ticks_min = self.election_ticks_min;
+        c.election_ticks_max = self.election_ticks_max;
+        c.heartbeat_ticks = self.heartbeat_ticks;
+        c.inflight_msgs_max = self.inflight_msgs_max;
+        c.inflight_bytes_max = self.inflight_bytes_max;
+        c.msg_bytes_max = self.msg_bytes_max;
+        c.uncommitted_entries_max = self.uncommitted_entries_max;
+        c.pending_reads_max = self.pending_reads_max;
+        c.committed_bytes_max = self.committed_bytes_max;
+    }
 }
 
 impl Options {
+    /// `nodes` voters (ids 1..=nodes), no learners.
     pub fn new(nodes: usize, seed: u64) -> Options {
         Options {
             nodes,
@@ -62,6 +131,11 @@ impl Options {
             keep_trace: std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"),
             unique_payloads: false,
             replay: String::from("cargo test --test simulation <this test> -- --nocapture"),
+            lying_disk: false,
+            learners: 0,
+            tuning: None,
+            lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
+            hard_state_last: false,
         }
     }
 }
@@ -124,6 +198,8 @@ pub struct Stats {
     /// Entry bytes carried by AppendEntries.
     pub entry_bytes: u64,
     pub append_rejects: u64,
+    pub crashes: usize,
+    pub delivered: u64,
 }
 
 pub struct SimNode {
@@ -142,6 +218,9 @@ pub struct SimNode {
     pub(crate) waiting_reads: Vec<ReadState>,
     /// False freezes the node's clock (golden scenarios).
     pub ticking: bool,
+    /// The clock of this incarnation was frozen at some point: its time no longer advances
+    /// with the others', so lease reads (which assume it does) are not checked on it.
+    pub clock_skewed: bool,
 }
 
 /// Decides, per message sent, whether it may go (golden scenarios script losses with it).
@@ -162,6 +241,23 @@ pub struct Sim {
     pub stats: Stats,
     /// Messages for which this returns false are dropped at send (golden scenarios).
     pub filter: Option<MessageFilter>,
+    /// A sample of delivered messages, replayed by the nemesis long after (stale terms).
+    pub(crate) old_messages: VecDeque<Message>,
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with quiet failures (for tests that expect the checker to fire): a failure unwinds
+/// with its message as a `String` payload instead of printing a panic.
+pub fn expect_failures<T>(
+    f: impl FnOnce() -> T + std::panic::UnwindSafe,
+) -> std::thread::Result<T> {
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(f);
+    QUIET.with(|q| q.set(false));
+    r
 }
 
 /// splitmix64: derives independent per-node seeds from the simulation seed.
@@ -182,20 +278,21 @@ pub fn index_of(id: NodeId) -> usize {
 
 impl Sim {
     pub fn new(opts: Options) -> Sim {
-        let n = opts.nodes;
+        let n = opts.nodes + opts.learners;
         let mut sim = Sim {
             now: 0,
             rng: StdRng::seed_from_u64(opts.seed),
             queue: EventQueue::default(),
             net: Network::new(n),
             nodes: Vec::with_capacity(n),
-            checker: Checker::new(n, opts.unique_payloads),
+            checker: Checker::new(opts.nodes, opts.unique_payloads),
             trace: Trace::new(opts.keep_trace),
             proposals: Vec::new(),
             accepted_at: BTreeMap::new(),
             reads: Vec::new(),
             stats: Stats::default(),
             filter: None,
+            old_messages: VecDeque::new(),
             opts,
         };
         for i in 0..n {
@@ -211,6 +308,7 @@ impl Sim {
                 applied_log: Vec::new(),
                 waiting_reads: Vec::new(),
                 ticking: true,
+                clock_skewed: false,
             });
             // Nodes' clocks are not in phase, as on real machines.
             let phase = sim.rng.random_range(0..sim.opts.tick_ms);
@@ -221,16 +319,30 @@ impl Sim {
 
     pub(crate) fn config(&self, node: usize, incarnation: u32) -> Config {
         let voters = (0..self.opts.nodes).map(id).collect();
+        let learners = (self.opts.nodes..self.opts.nodes + self.opts.learners)
+            .map(id)
+            .collect();
         let seed = mix(self.opts.seed ^ mix(node as u64) ^ mix(u64::from(incarnation) << 32));
         let mut c = Config::new(id(node), voters, seed);
+        c.learners = learners;
+        if let Some(t) = &self.opts.tuning {
+            t.apply(&mut c);
+        }
         if let Some(f) = self.opts.configure {
             f(node, &mut c);
+        }
+        if let Err(e) = c.validate() {
+            self.fail(&format!("invalid config for n{}: {e} ({c:?})", node + 1));
         }
         c
     }
 
-    /// Fails the run: the seed, the replay command and the tail of the trace.
+    /// Fails the run: the seed, the replay command and the tail of the trace. Under
+    /// `expect_failures` the failure unwinds quietly with the message as its payload.
     pub fn fail(&self, what: &str) -> ! {
+        if QUIET.with(|q| q.get()) {
+            std::panic::resume_unwind(Box::new(format!("seed {}: {what}", self.opts.seed)));
+        }
         if let Some(all) = self
             .trace
             .full()
@@ -328,6 +440,14 @@ impl Sim {
             ));
         } else {
             self.log(trace::message(&msg));
+            // Keep every 16th delivered message for the nemesis to replay much later.
+            self.stats.delivered += 1;
+            if self.stats.delivered % 16 == 0 {
+                if self.old_messages.len() == OLD_MESSAGES_MAX {
+                    self.old_messages.pop_front();
+                }
+                self.old_messages.push_back(msg.clone());
+            }
             self.input(to, Input::Msg(msg));
         }
     }

@@ -29,7 +29,9 @@ pub mod sweep;
 pub mod trace;
 pub mod turn;
 
+mod findings;
 mod golden;
 mod lab_3a;
 mod lab_3b;
 mod lab_3c;
+mod scenarios;

@@ -19,25 +19,37 @@ impl Sim {
         if !self.is_up(node) {
             return;
         }
+        self.stats.crashes += 1;
         let mut lost = String::new();
         if let Some(rd) = self.nodes[node].inflight.take() {
-            // Cut point in the record stream: 0 keeps nothing, c >= 1 keeps the hard state and
-            // the first c - 1 entries.
-            let cut = self.rng.random_range(0..=rd.entries.len() + 1);
-            if cut > 0 {
-                let removed = self.nodes[node]
-                    .storage
-                    .write(rd.hard_state, &rd.entries, cut - 1);
-                let r = self.checker.on_persist(node, rd.hard_state, &removed);
-                self.check(r);
-            }
-            let kept = cut.saturating_sub(1);
+            // Cut point in the record stream. Hard state first (the default): 0 keeps nothing,
+            // c >= 1 keeps the hard state and the first c - 1 entries. Hard state last: the
+            // first min(c, len) entries, and the hard state only when c = len + 1.
+            let len = rd.entries.len();
+            let cut = self.rng.random_range(0..=len + 1);
+            let (hs, keep) = match (self.opts.hard_state_last, cut) {
+                (false, 0) => (None, 0),
+                (false, c) => (rd.hard_state, c - 1),
+                (true, c) if c == len + 1 => (rd.hard_state, len),
+                (true, c) => (None, c),
+            };
+            let removed = self.nodes[node].storage.write(hs, &rd.entries, keep);
+            let r = self.checker.on_persist(node, hs, &removed);
+            self.check(r);
             lost = format!(
-                " (write in flight: kept {} of {} entries, hard state {})",
-                kept,
-                rd.entries.len(),
-                if cut > 0 { "kept" } else { "lost" }
+                " (write in flight: kept {keep} of {len} entries, hard state {})",
+                if hs.is_some() || rd.hard_state.is_none() {
+                    "kept"
+                } else {
+                    "lost"
+                }
             );
+        }
+        if self.opts.lying_disk {
+            let lie = self.rng.random_range(0..=3usize);
+            let d = &mut self.nodes[node].storage.entries;
+            d.truncate(d.len().saturating_sub(lie));
+            lost.push_str(&format!(" (lying disk: lost {lie} durable entries)"));
         }
         let n = &mut self.nodes[node];
         n.raft = None;
@@ -77,6 +89,7 @@ impl Sim {
         let n = &mut self.nodes[node];
         n.log = n.storage.entries.clone();
         n.raft = Some(raft);
+        n.clock_skewed = !n.ticking;
         let len = n.log.len();
         self.log(format!(
             "RESTART n{} term={} vote={} log={len}",
@@ -141,16 +154,44 @@ impl Sim {
         self.log(format!("NET unreliable={unreliable}"));
     }
 
-    /// 6.5840's long reordering: two thirds of messages are held back much longer. The lab
-    /// holds them 200-2200 ms against a 1 s election timeout; scaled to ours (200 ms), 200-440.
+    /// 6.5840's long reordering: two thirds of messages are held back much longer. labrpc
+    /// holds them 200 + rand(1 + rand(2000)) ms against the lab's 1 s election timeout; scaled
+    /// to ours (200 ms), 40 + rand(1 + rand(400)).
     pub fn set_long_reordering(&mut self, on: bool) {
         self.net.config.long_delay = if on { 0.66 } else { 0.0 };
-        self.net.config.long_delay_ms_max = 440;
+        self.net.config.long_delay_ms_min = 40;
+        self.net.config.long_delay_ms_extra_max = 400;
         self.log(format!("NET long_reordering={on}"));
     }
 
     /// Freezes or resumes `node`'s clock.
     pub fn set_ticking(&mut self, node: usize, ticking: bool) {
         self.nodes[node].ticking = ticking;
+        self.nodes[node].clock_skewed |= !ticking;
+    }
+
+    /// Delivers again `k` messages delivered long ago (a network that held a copy for
+    /// seconds): stale terms, old indexes, old read ids. The core must ignore what is stale.
+    pub fn replay_old(&mut self, k: usize) {
+        for _ in 0..k.min(self.old_messages.len()) {
+            let i = self.rng.random_range(0..self.old_messages.len());
+            let msg = self.old_messages[i].clone();
+            self.log(format!("REPLAY {}", super::trace::message(&msg)));
+            self.queue
+                .push(self.now, super::network::Event::Deliver(msg));
+        }
+    }
+
+    /// A message from a node outside the cluster (a misconfigured peer): the core must drop
+    /// it, whatever it says (node.rs: "messages from unknown senders ... are dropped").
+    pub fn inject_stranger(&mut self) {
+        let Some(mut msg) = self.old_messages.back().cloned() else {
+            return;
+        };
+        msg.from = rocinante::raft::NodeId(0xdead);
+        msg.term = rocinante::raft::Term(msg.term.0 + self.rng.random_range(0..3));
+        self.log(format!("STRANGER {}", super::trace::message(&msg)));
+        let to = super::cluster::index_of(msg.to);
+        self.input(to, super::cluster::Input::Msg(msg));
     }
 }

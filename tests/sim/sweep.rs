@@ -10,17 +10,19 @@
 //! Liveness, once the faults stop: a leader within LEADER_MS, then a sentinel proposal
 //! committed and applied on every node within COMMIT_MS, after which every proposal must be
 //! settled (committed, or lost because its index was committed with another entry, or beyond
-//! the sentinel and so never in the leader's log), and a read on every node must be served.
+//! the sentinel and so never in the leader's log), and a read on every node must be served
+//! (failed reads are retried, as clients do) within COMMIT_MS.
 
 use bytes::Bytes;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rocinante::raft::Role;
 
-use super::cluster::{Options, Outcome, ReadOutcome, Sim};
+use super::cluster::{Options, Outcome, ReadOutcome, Sim, Tuning};
 use super::network::{NetConfig, Time};
 
 /// Virtual length of the chaos phase.
-pub const CHAOS_MS: Time = 3_000;
+pub const CHAOS_MS: Time = 10_000;
 /// Bound on electing a leader once the faults stop (10 maximal election timeouts).
 pub const LEADER_MS: Time = 2_000;
 /// Bound on committing and applying the sentinel everywhere once there is a leader.
@@ -43,11 +45,42 @@ pub struct Summary {
 
 pub fn run_seed(nodes: usize, seed: u64, replay: String) -> Summary {
     let mut opts = Options::new(nodes, seed);
-    opts.unique_payloads = true;
     opts.replay = replay;
+    run(opts)
+}
+
+/// One seed of the sweep with the given options (clients' payloads are always unique).
+pub fn run(mut opts: Options) -> Summary {
+    opts.unique_payloads = true;
+    // Half the seeds run the core's defaults, half a random tuning (drawn from a generator
+    // of its own, so the main RNG's stream does not depend on this choice).
+    let mut tuning_rng = StdRng::seed_from_u64(opts.seed ^ 0x7475_6e69_6e67);
+    if tuning_rng.random_bool(0.5) {
+        opts.tuning = Some(Tuning::random(&mut tuning_rng));
+    }
+    opts.hard_state_last = tuning_rng.random_bool(0.3);
+    if tuning_rng.random_bool(0.3) {
+        opts.learners = tuning_rng.random_range(1..=2);
+    }
     let mut sim = Sim::new(opts);
-    let crashes = chaos(&mut sim, CHAOS_MS);
+    if let Some(t) = sim.opts.tuning.clone() {
+        sim.log(format!("TUNING {t:?}"));
+    }
+    if sim.opts.learners > 0 {
+        sim.log(format!("LEARNERS {}", sim.opts.learners));
+    }
+    if sim.opts.hard_state_last {
+        sim.log("STORAGE writes entries before the hard state".to_string());
+    }
+    chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
+    if let Some(all) = sim
+        .trace
+        .full()
+        .filter(|_| std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"))
+    {
+        eprintln!("full trace:\n{}", all.join("\n"));
+    }
     Summary {
         hash: sim.trace.hash(),
         committed: sim.checker.committed.len(),
@@ -62,7 +95,7 @@ pub fn run_seed(nodes: usize, seed: u64, replay: String) -> Summary {
             .iter()
             .filter(|r| matches!(r.outcome, ReadOutcome::Served(_)))
             .count(),
-        crashes,
+        crashes: sim.stats.crashes,
         lines: sim.trace.lines_count,
         virtual_ms: sim.now,
     }
@@ -77,71 +110,124 @@ fn random_net(sim: &mut Sim) {
         delay_ms_min: 0,
         delay_ms_max: max,
         long_delay: if r.random_bool(0.3) { 0.05 } else { 0.0 },
-        long_delay_ms_max: 600,
+        long_delay_ms_min: 40,
+        long_delay_ms_extra_max: 600,
         fifo: r.random_bool(0.3),
     };
     let c = sim.net.config.clone();
     sim.log(format!(
-        "NET loss={:.2} dup={:.2} delay<={} long={}",
-        c.loss, c.duplicate, c.delay_ms_max, c.long_delay
+        "NET loss={:.2} dup={:.2} delay<={} long={} fifo={}",
+        c.loss, c.duplicate, c.delay_ms_max, c.long_delay, c.fifo
     ));
 }
 
-/// Runs the chaos phase; returns how many crashes it caused.
-fn chaos(sim: &mut Sim, chaos_ms: Time) -> usize {
-    let n = sim.nodes.len();
+/// Runs the chaos phase. It alternates storms (every
+/// fault, at a per-seed intensity) with calm spells (network healed, clients still busy), so
+/// that leaders get elected and entries committed between faults: most interesting bugs need
+/// progress first and a fault at the wrong moment second.
+fn chaos(sim: &mut Sim, chaos_ms: Time) {
     let end = sim.now + chaos_ms;
-    let mut crashes = 0;
-    random_net(sim);
+    // Per seed: how often a storm step is a fault (in percent).
+    let intensity = sim.rng.random_range(5..40);
     while sim.now < end {
-        let dt = sim.rng.random_range(1..20);
-        sim.run_for(dt);
-        let target = sim.rng.random_range(0..n);
-        // The leader of the highest term, connected or not (a client may still reach it).
-        let leader = (0..n)
-            .filter_map(|i| {
-                sim.raft(i)
-                    .filter(|r| r.role() == Role::Leader)
-                    .map(|r| (r.term(), i))
-            })
-            .max()
-            .map(|(_, i)| i);
+        let storm_end = sim.now + sim.rng.random_range(100..1_000);
+        random_net(sim);
+        while sim.now < storm_end.min(end) {
+            chaos_step(sim, intensity);
+        }
+        let calm_end = sim.now + sim.rng.random_range(0..600);
+        sim.heal();
+        sim.net.config = NetConfig::reliable();
+        while sim.now < calm_end.min(end) {
+            chaos_step(sim, 0);
+        }
+    }
+}
+
+/// The leader of the highest term, connected or not (a client may still reach it).
+fn any_leader(sim: &Sim) -> Option<usize> {
+    (0..sim.nodes.len())
+        .filter_map(|i| {
+            sim.raft(i)
+                .filter(|r| r.role() == Role::Leader)
+                .map(|r| (r.term(), i))
+        })
+        .max()
+        .map(|(_, i)| i)
+}
+
+/// One step of the workload: advance 1-20 ms, then a client request, or (with probability
+/// `fault_pct`) a fault.
+fn chaos_step(sim: &mut Sim, fault_pct: u32) {
+    let n = sim.nodes.len();
+    let dt = sim.rng.random_range(1..20);
+    sim.run_for(dt);
+    let target = sim.rng.random_range(0..n);
+    let leader = any_leader(sim);
+    if sim.rng.random_range(0..100) >= fault_pct {
         match sim.rng.random_range(0..100) {
-            0..40 => {
+            0..60 => {
                 let to = match leader {
                     Some(l) if sim.rng.random_bool(0.8) => l,
                     _ => target,
                 };
-                let data = Bytes::from(format!("c{}", sim.proposals.len()));
-                sim.submit(to, data);
+                // Sometimes a burst arriving at once (batching, flow control, Busy).
+                let burst = if sim.rng.random_bool(0.05) {
+                    sim.rng.random_range(2..30)
+                } else {
+                    1
+                };
+                for _ in 0..burst {
+                    // Unique payloads; some padded, to exercise the byte limits.
+                    let pad = if sim.rng.random_bool(0.2) {
+                        sim.rng.random_range(0..300)
+                    } else {
+                        0
+                    };
+                    let data = Bytes::from(format!("c{}{}", sim.proposals.len(), ".".repeat(pad)));
+                    sim.submit(to, data);
+                }
             }
-            40..48 => {
+            60..75 => {
                 sim.read(target);
             }
-            48..53 => reshape_network(sim, leader),
-            53..55 => {
-                if sim.is_up(target) {
-                    crashes += 1;
-                }
-                sim.crash(target);
-            }
-            55..57 => {
-                if let Some(l) = leader.filter(|_| sim.rng.random_bool(0.5)) {
-                    crashes += 1;
-                    sim.crash(l);
-                }
-            }
-            57..62 => sim.restart(target),
-            62..63 => {
-                if let Some(l) = leader {
-                    sim.transfer_leadership(l, target);
-                }
-            }
-            63..65 => random_net(sim),
+            75..80 => sim.restart(target),
             _ => {}
         }
+        return;
     }
-    crashes
+    match sim.rng.random_range(0..100) {
+        0..30 => reshape_network(sim, leader),
+        30..40 => sim.crash(target),
+        40..50 => {
+            if let Some(l) = leader {
+                sim.crash(l);
+            }
+        }
+        // A crash in the middle of a write (a random prefix of it survives).
+        50..60 => {
+            if let Some(w) = (0..n).find(|&i| sim.nodes[i].inflight.is_some()) {
+                sim.crash(w);
+            }
+        }
+        // A fast reboot: crash and come back at once (votes and terms must survive).
+        60..70 => {
+            sim.crash(target);
+            sim.restart(target);
+        }
+        70..85 => sim.restart(target),
+        85..90 => {
+            if let Some(l) = leader {
+                sim.transfer_leadership(l, target);
+            }
+        }
+        90..93 => {
+            let k = sim.rng.random_range(1..10);
+            sim.replay_old(k);
+        }
+        93..94 => sim.inject_stranger(),
+        _ => random_net(sim),
+    }
 }
 
 fn reshape_network(sim: &mut Sim, leader: Option<usize>) {
@@ -227,18 +313,49 @@ pub fn liveness(sim: &mut Sim) {
             _ => {}
         }
     }
-    let reads: Vec<usize> = (0..n).map(|i| sim.read(i)).collect();
-    let served = |s: &Sim| {
-        reads
-            .iter()
-            .all(|&r| matches!(s.reads[r].outcome, ReadOutcome::Served(_)))
-    };
-    if !sim.run_until_true(COMMIT_MS, served) {
+    // A read on every node must be served; a read that fails (the core gives up on a
+    // forwarded read it got no answer to) is retried, as a client would.
+    let mut reads: Vec<usize> = (0..n).map(|i| sim.read(i)).collect();
+    let deadline = sim.now + COMMIT_MS;
+    let served = |s: &Sim, r: usize| matches!(s.reads[r].outcome, ReadOutcome::Served(_));
+    while sim.now < deadline && !reads.iter().all(|&r| served(sim, r)) {
+        for (i, r) in reads.iter_mut().enumerate() {
+            let failed = matches!(
+                sim.reads[*r].outcome,
+                ReadOutcome::Failed | ReadOutcome::Rejected(_) | ReadOutcome::Dropped
+            );
+            if failed {
+                *r = sim.read(i);
+            }
+        }
+        sim.run_for(1);
+    }
+    if !reads.iter().all(|&r| served(sim, r)) {
         let states: Vec<_> = reads
             .iter()
             .map(|&r| sim.reads[r].outcome.clone())
             .collect();
-        sim.fail(&format!("reads after recovery not served: {states:?}"));
+        sim.fail(&format!(
+            "reads after recovery not served within {COMMIT_MS}ms: {states:?}"
+        ));
+    }
+    // Every read the core accepted during the chaos is answered within COMMIT_MS: served, or
+    // failed so the client can retry. None may hang forever.
+    let hanging = |s: &Sim| -> Vec<usize> {
+        (0..s.reads.len())
+            .filter(|&r| {
+                matches!(
+                    s.reads[r].outcome,
+                    ReadOutcome::Pending | ReadOutcome::Queued
+                )
+            })
+            .collect()
+    };
+    if !sim.run_until_true(COMMIT_MS, |s| hanging(s).is_empty()) {
+        let h = hanging(sim);
+        sim.fail(&format!(
+            "reads never answered {COMMIT_MS}ms after recovery: {h:?}"
+        ));
     }
     sim.log(format!(
         "LIVE leader after {elected_ms}ms, sentinel {sentinel} applied everywhere"
