@@ -67,6 +67,8 @@ pub struct Injected {
     /// Nodes (0-based) that must not complete a write while the fault holds.
     pub minority: Vec<usize>,
     pub detail: String,
+    /// A cut or rule that could not be installed: the fault did not happen as planned.
+    pub error: Option<String>,
     /// Time from heal until a write through every running node succeeded; `None`: not within
     /// the bound.
     pub recovery: Option<Duration>,
@@ -100,95 +102,16 @@ fn leader_or_any(cluster: &Cluster, rng: &mut StdRng) -> usize {
 /// Inject `fault`. `round` alternates variants (which node, which direction).
 /// `start_ns` is left 0 for the caller to stamp once this returns.
 pub fn inject(cluster: &mut Cluster, fault: Fault, round: usize, rng: &mut StdRng) -> Injected {
-    let n = cluster.len();
-    let minority_size = (n - 1) / 2;
-    let (minority, detail, undo) = match fault {
-        Fault::KillOne => {
-            let victim = if round % 2 == 0 {
-                leader_or_any(cluster, rng)
-            } else {
-                rng.random_range(0..n)
-            };
-            cluster.kill9(victim);
-            (
-                vec![],
-                format!("kill -9 n{victim}"),
-                Undo::Restart(vec![victim]),
-            )
-        }
-        Fault::KillMinority => {
-            let victims: Vec<usize> = shuffled(rng, n).into_iter().take(minority_size).collect();
-            for &v in &victims {
-                cluster.kill9(v);
-            }
-            (
-                vec![],
-                format!("kill -9 {victims:?}"),
-                Undo::Restart(victims),
-            )
-        }
-        Fault::KillAll => {
-            for v in 0..n {
-                cluster.kill9(v);
-            }
-            (
-                vec![],
-                "kill -9 every node".to_string(),
-                Undo::Restart((0..n).collect()),
-            )
-        }
-        Fault::PauseLeader => {
-            let victim = leader_or_any(cluster, rng);
-            cluster.pause(victim);
-            (
-                vec![],
-                format!("SIGSTOP n{victim}"),
-                Undo::Resume(vec![victim]),
-            )
-        }
-        Fault::PartitionMinority => {
-            let order = shuffled(rng, n);
-            let (small, big) = order.split_at(minority_size);
-            let done = cluster.net.partition(small, big);
-            (
-                small.to_vec(),
-                format!("partition {small:?} | {big:?} ({done:?})"),
-                Undo::Heal,
-            )
-        }
-        Fault::IsolateLeader => {
-            let leader = leader_or_any(cluster, rng);
-            let others: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
-            let done = cluster.net.partition(&[leader], &others);
-            (
-                vec![leader],
-                format!("isolate leader n{leader} ({done:?})"),
-                Undo::Heal,
-            )
-        }
-        Fault::OneWay => {
-            let leader = leader_or_any(cluster, rng);
-            let mut done = Ok(());
-            for peer in (0..n).filter(|&i| i != leader) {
-                let (from, to) = if round % 2 == 0 {
-                    (leader, peer)
-                } else {
-                    (peer, leader)
-                };
-                done = done.and(cluster.net.cut(from, to));
-            }
-            let dir = if round % 2 == 0 {
-                "cannot send"
-            } else {
-                "cannot receive"
-            };
-            (
-                vec![leader],
-                format!("leader n{leader} {dir} ({done:?})"),
-                Undo::Heal,
-            )
-        }
-        Fault::TornWal => torn_wal(cluster, round, rng),
+    let mut error = None;
+    let (minority, detail, undo) = if fault.needs_network() {
+        let (minority, detail, done) = network_fault(cluster, fault, round, rng);
+        error = done.err();
+        (minority, detail, Undo::Heal)
+    } else if fault == Fault::TornWal {
+        torn_wal(cluster, round, rng)
+    } else {
+        let (detail, undo) = process_fault(cluster, fault, round, rng);
+        (vec![], detail, undo)
     };
     Injected {
         fault,
@@ -196,8 +119,86 @@ pub fn inject(cluster: &mut Cluster, fault: Fault, round: usize, rng: &mut StdRn
         heal_ns: 0,
         minority,
         detail,
+        error,
         recovery: None,
         undo,
+    }
+}
+
+/// kill -9 and SIGSTOP faults: what was done and how to undo it.
+fn process_fault(
+    cluster: &mut Cluster,
+    fault: Fault,
+    round: usize,
+    rng: &mut StdRng,
+) -> (String, Undo) {
+    let n = cluster.len();
+    let victims: Vec<usize> = match fault {
+        Fault::KillOne if round % 2 == 0 => vec![leader_or_any(cluster, rng)],
+        Fault::KillOne => vec![rng.random_range(0..n)],
+        Fault::KillMinority => shuffled(rng, n).into_iter().take((n - 1) / 2).collect(),
+        Fault::KillAll => (0..n).collect(),
+        Fault::PauseLeader => vec![leader_or_any(cluster, rng)],
+        other => unreachable!("{other:?} is not a process fault"),
+    };
+    if fault == Fault::PauseLeader {
+        for &v in &victims {
+            cluster.pause(v);
+        }
+        return (format!("SIGSTOP {victims:?}"), Undo::Resume(victims));
+    }
+    for &v in &victims {
+        cluster.kill9(v);
+    }
+    (format!("kill -9 {victims:?}"), Undo::Restart(victims))
+}
+
+/// Partitions and one-way cuts: the minority side, what was done, and whether every cut was
+/// installed.
+fn network_fault(
+    cluster: &mut Cluster,
+    fault: Fault,
+    round: usize,
+    rng: &mut StdRng,
+) -> (Vec<usize>, String, Result<(), String>) {
+    let n = cluster.len();
+    match fault {
+        Fault::PartitionMinority => {
+            let order = shuffled(rng, n);
+            let (small, big) = order.split_at((n - 1) / 2);
+            let done = cluster.net.partition(small, big);
+            (
+                small.to_vec(),
+                format!("partition {small:?} | {big:?}"),
+                done,
+            )
+        }
+        Fault::IsolateLeader => {
+            let leader = leader_or_any(cluster, rng);
+            let others: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
+            let done = cluster.net.partition(&[leader], &others);
+            (vec![leader], format!("isolate leader n{leader}"), done)
+        }
+        Fault::OneWay => {
+            let leader = leader_or_any(cluster, rng);
+            let outbound = round % 2 == 0;
+            let mut done = Ok(());
+            for peer in (0..n).filter(|&i| i != leader) {
+                let (from, to) = if outbound {
+                    (leader, peer)
+                } else {
+                    (peer, leader)
+                };
+                done = done.and(cluster.net.cut(from, to));
+            }
+            let dir = if outbound {
+                "cannot send"
+            } else {
+                "cannot receive"
+            };
+            (vec![leader], format!("leader n{leader} {dir}"), done)
+        }
+        other => unreachable!("{other:?} is not a network fault"),
     }
 }
 
@@ -280,7 +281,7 @@ pub fn heal(cluster: &mut Cluster, injected: &mut Injected, now_ns: u64) {
         }
         Undo::Heal => {
             if let Err(e) = cluster.net.heal() {
-                injected.detail.push_str(&format!("; heal failed: {e}"));
+                injected.error = Some(format!("heal failed: {e}"));
             }
         }
         Undo::Nothing => {}

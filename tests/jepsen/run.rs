@@ -141,26 +141,7 @@ impl Report {
             self.wal_repairs,
             self.faults.len()
         ));
-        for f in &self.faults {
-            let (tried, done) = minority_writes(&self.ops, f);
-            let minority = if f.minority.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; writes sent to the minority: {tried}, completed: {}",
-                    done.len()
-                )
-            };
-            let recovery = f.recovery.map_or("NOT within bound".to_string(), |d| {
-                format!("{d:.2?} after heal")
-            });
-            s.push_str(&format!(
-                "  {:>6.1}s {:?}: {}; all nodes served again {recovery}{minority}\n",
-                f.start_ns as f64 / 1e9,
-                f.fault,
-                f.detail,
-            ));
-        }
+        s.push_str(&self.faults_lines());
         s.push_str(&format!(
             "checker: {:?} in {:.2?}\n",
             self.verdict, self.check_time
@@ -178,6 +159,36 @@ impl Report {
             self.history_path.display(),
             self.dir.display()
         ));
+        s
+    }
+
+    /// One line per fault injected: when, what, recovery, and the minority's writes.
+    fn faults_lines(&self) -> String {
+        let mut s = String::new();
+        for f in &self.faults {
+            let (tried, done) = minority_writes(&self.ops, f);
+            let minority = if f.minority.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; writes sent to the minority: {tried}, completed: {}",
+                    done.len()
+                )
+            };
+            let recovery = f.recovery.map_or("NOT within bound".to_string(), |d| {
+                format!("{d:.2?} after heal")
+            });
+            let error = f
+                .error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; ERROR: {e}"));
+            s.push_str(&format!(
+                "  {:>6.1}s {:?}: {}; all nodes served again {recovery}{minority}{error}\n",
+                f.start_ns as f64 / 1e9,
+                f.fault,
+                f.detail,
+            ));
+        }
         s
     }
 }
@@ -207,30 +218,13 @@ pub fn run(options: RunOptions) -> Report {
     let addrs: Vec<_> = (0..options.nodes).map(|i| cluster.rest_addr(i)).collect();
     let shared = Shared::new(addrs, client_timeouts(&options.timing));
     let mut problems = Vec::new();
-    let mut injected = Vec::new();
-    if cluster.wait_serving(Duration::from_secs(30)).is_none() {
-        problems.push("the cluster never served a write in 30 s after start".to_string());
-    } else {
-        std::thread::scope(|scope| {
-            // Set on every exit from this scope, panics included: the scope joins the clients,
-            // which run until told to stop.
-            let _stop = StopOnDrop(&shared.stop);
-            spawn_clients(scope, &shared, &options);
-            injected = nemesis(&mut cluster, &shared, &options, &faults_planned);
-        });
-    }
-    // Everything healed by `nemesis`; the final reads need a serving cluster.
-    if cluster.wait_serving(Duration::from_secs(30)).is_none() {
-        problems
-            .push("the cluster did not serve again within 30 s after the last heal".to_string());
-    }
-    for (i, status) in cluster.exited() {
-        problems.push(format!(
-            "node n{i} exited by itself ({status}); see n{i}.log"
-        ));
-    }
-    workload::final_reads(&shared, 10_000);
-    let listed = (0..options.nodes).find_map(|i| workload::list_set(&shared, cluster.rest_addr(i)));
+    let (injected, listed) = exercise(
+        &mut cluster,
+        &shared,
+        &options,
+        &faults_planned,
+        &mut problems,
+    );
     drop(cluster);
     let ops = std::mem::take(&mut *shared.ops.lock().unwrap_or_else(|e| e.into_inner()));
     let history_path = dir.join("history.jsonl");
@@ -262,12 +256,13 @@ pub fn run(options: RunOptions) -> Report {
             let _ = std::fs::remove_dir_all(dir.join(format!("n{i}")));
         }
     }
-    let snapshot_restarts = (0..options.nodes)
-        .map(|i| log_count(&dir, i, snapshot_restart))
-        .sum();
-    let wal_repairs = (0..options.nodes)
-        .map(|i| log_count(&dir, i, |l| l.contains("torn tail")))
-        .sum();
+    let count = |matches: fn(&str) -> bool| {
+        (0..options.nodes)
+            .map(|i| log_count(&dir, i, matches))
+            .sum()
+    };
+    let snapshot_restarts = count(snapshot_restart);
+    let wal_repairs = count(|l| l.contains("torn tail"));
     Report {
         options,
         mode,
@@ -284,6 +279,42 @@ pub fn run(options: RunOptions) -> Report {
         snapshot_restarts,
         wal_repairs,
     }
+}
+
+/// The live part of a run: clients and nemesis, then (all healed) the final reads and the
+/// listing of the set. Returns the faults injected and the listed set keys.
+fn exercise(
+    cluster: &mut Cluster,
+    shared: &Shared,
+    options: &RunOptions,
+    planned: &[Fault],
+    problems: &mut Vec<String>,
+) -> (Vec<Injected>, Option<Vec<String>>) {
+    let mut injected = Vec::new();
+    if cluster.wait_serving(Duration::from_secs(30)).is_none() {
+        problems.push("the cluster never served a write in 30 s after start".to_string());
+    } else {
+        std::thread::scope(|scope| {
+            // Set on every exit from this scope, panics included: the scope joins the clients,
+            // which run until told to stop.
+            let _stop = StopOnDrop(&shared.stop);
+            spawn_clients(scope, shared, options);
+            injected = nemesis(cluster, shared, options, planned);
+        });
+    }
+    // Everything healed by `nemesis`; the final reads need a serving cluster.
+    if cluster.wait_serving(Duration::from_secs(30)).is_none() {
+        problems
+            .push("the cluster did not serve again within 30 s after the last heal".to_string());
+    }
+    for (i, status) in cluster.exited() {
+        problems.push(format!(
+            "node n{i} exited by itself ({status}); see n{i}.log"
+        ));
+    }
+    workload::final_reads(shared, 10_000);
+    let listed = (0..options.nodes).find_map(|i| workload::list_set(shared, cluster.rest_addr(i)));
+    (injected, listed)
 }
 
 /// How many lines of node `i`'s log match.
@@ -355,7 +386,7 @@ fn spawn_clients<'s>(scope: &'s std::thread::Scope<'s, '_>, shared: &'s Shared, 
 }
 
 /// Cycle through the faults until the duration is over; every fault is healed before return.
-/// A node found dead after a heal is restarted (so the run goes on) and the fault's detail
+/// A node found dead after a heal is restarted (so the run goes on) and the fault's `error`
 /// says so, which fails the run in `judge`.
 fn nemesis(
     cluster: &mut Cluster,
@@ -378,8 +409,12 @@ fn nemesis(
         // Bounded wait, longer than the pass bound so the report can say how long it took.
         f.recovery = cluster.wait_serving(o.recovery_max * 4);
         for (i, status) in cluster.exited() {
-            f.detail
-                .push_str(&format!("; n{i} EXITED ({status}), restarted"));
+            let note = format!("n{i} exited by itself ({status}), restarted");
+            f.error = Some(
+                f.error
+                    .take()
+                    .map_or(note.clone(), |e| format!("{e}; {note}")),
+            );
             cluster.spawn(i);
         }
         println!(
@@ -448,11 +483,8 @@ fn judge(
                 minority_writes.len()
             ));
         }
-        if f.detail.contains("EXITED") {
-            problems.push(format!(
-                "{:?}: a node exited by itself: {}",
-                f.fault, f.detail
-            ));
+        if let Some(e) = &f.error {
+            problems.push(format!("{:?} ({}): {e}", f.fault, f.detail));
         }
         match f.recovery {
             Some(d) if d <= o.recovery_max => {}
