@@ -46,7 +46,7 @@ impl Reference {
             Some(r) => current.is_some_and(|(_, cr)| cr == r),
         };
         match input {
-            Input::Get => Output::Read(current),
+            Input::Get | Input::LeaseGet => Output::Read(current),
             Input::Put { value, if_revision } => {
                 if !precondition_holds(if_revision) {
                     return Output::Mismatch { current };

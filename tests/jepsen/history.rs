@@ -25,6 +25,9 @@ pub const RETURN_NEVER: u64 = u64::MAX;
 pub enum Input {
     /// `GET /v1/kv/{key}` (linearizable by default).
     Get,
+    /// `GET /v1/kv/{key}?consistency=lease`: linearizable too while clocks drift less than
+    /// the lease margin (API.md §5), which holds on one machine; checked like `Get`.
+    LeaseGet,
     /// `PUT /v1/kv/{key}`, optionally `?if_revision=R` (0 = must not exist).
     Put {
         value: Value,

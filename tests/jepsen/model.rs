@@ -122,8 +122,8 @@ impl KeyState {
 /// `Output::Failed` never reaches here (the checker drops failed ops first).
 pub fn step(state: KeyState, input: Input, output: Output) -> Option<KeyState> {
     match (input, output) {
-        (Input::Get, Output::Read(seen)) => state.observe(seen),
-        (Input::Get, Output::Unknown) => Some(state),
+        (Input::Get | Input::LeaseGet, Output::Read(seen)) => state.observe(seen),
+        (Input::Get | Input::LeaseGet, Output::Unknown) => Some(state),
         (
             Input::Put { value, if_revision },
             Output::Written {

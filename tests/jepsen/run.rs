@@ -98,6 +98,7 @@ impl Report {
         for op in &self.ops {
             let kind = match op.input {
                 Input::Get => "get",
+                Input::LeaseGet => "lease-get",
                 Input::Put {
                     if_revision: Some(_),
                     ..
@@ -339,7 +340,7 @@ fn minority_writes<'a>(ops: &'a [Op], f: &Injected) -> (usize, Vec<&'a Op>) {
     let sent: Vec<&Op> = ops
         .iter()
         .filter(|op| op.key.starts_with('r') || op.key.starts_with('s'))
-        .filter(|op| !matches!(op.input, Input::Get))
+        .filter(|op| !matches!(op.input, Input::Get | Input::LeaseGet))
         .filter(|op| f.minority.contains(&(op.node as usize).wrapping_sub(1)))
         .filter(|op| op.call_ns >= f.start_ns && op.call_ns <= f.heal_ns)
         .collect();

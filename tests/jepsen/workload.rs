@@ -2,8 +2,8 @@
 //! and record every op with the time it was invoked and the time it returned.
 //!
 //! Three workloads share the cluster (disjoint key spaces):
-//! - register: get / put / compare-and-set / delete on a few hot keys `r0..`; checked for
-//!   linearizability.
+//! - register: get (a fifth of them `consistency=lease`) / put / compare-and-set / delete on
+//!   a few hot keys `r0..`; checked for linearizability.
 //! - set: every client inserts unique keys `s<client>-<n>`; at the end every acknowledged
 //!   insert must be listed, and no insert answered `503` (known not applied) may be.
 //! - idempotent: puts on hot keys `i0..` with an `Idempotency-Key`, retried with the same key
@@ -130,11 +130,11 @@ fn classify(shared: &Shared, input: Input, sent: &Fate, what: &str) -> Output {
     let parsed = match (input, answer.status) {
         (_, 503) => Some(Output::Failed),
         (_, 504) => Some(Output::Unknown),
-        (Input::Get, 200) => answer
+        (Input::Get | Input::LeaseGet, 200) => answer
             .header("x-revision")
             .and_then(|r| r.parse().ok())
             .map(|r| Output::Read(Some((parse_value(&answer.body), r)))),
-        (Input::Get, 404) => Some(Output::Read(None)),
+        (Input::Get | Input::LeaseGet, 404) => Some(Output::Read(None)),
         (Input::Put { .. }, 200) => answer.json().and_then(|j| {
             Some(Output::Written {
                 revision: j["revision"].as_u64()?,
@@ -185,6 +185,11 @@ fn send(shared: &Shared, addr: SocketAddr, key: &str, input: Input, idem: Option
     };
     let (method, target, body) = match input {
         Input::Get => ("GET", format!("/v1/kv/{key}"), String::new()),
+        Input::LeaseGet => (
+            "GET",
+            format!("/v1/kv/{key}?consistency=lease"),
+            String::new(),
+        ),
         Input::Put { value, if_revision } => (
             "PUT",
             format!("/v1/kv/{key}{}", query(if_revision)),
@@ -239,7 +244,8 @@ pub fn register_client(shared: &Shared, client: u32, seed: u64) {
         let node = rng.random_range(0..shared.addrs.len());
         let key = format!("r{}", rng.random_range(0..REGISTER_KEYS));
         let input = match rng.random_range(0..100) {
-            0..50 => Input::Get,
+            0..40 => Input::Get,
+            40..50 => Input::LeaseGet,
             50..75 => Input::Put {
                 value: next_value(client, &mut counter),
                 if_revision: None,
