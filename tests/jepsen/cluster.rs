@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 /// Node-to-node gRPC port and REST port: every node has its own address, so they can share.
 const GRPC_PORT: u16 = 35001;
 const REST_PORT: u16 = 8001;
+/// In the run dir: the pid of every node process started, one per line.
+const PIDS_FILE: &str = "pids";
 
 /// The timing in the generated spec. A 2-core machine running the whole test suite stalls
 /// processes for tens of milliseconds, so the election timeout is well above that.
@@ -152,6 +154,14 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .expect("spawn rocinante");
+        // Remembered so a later run can kill nodes a killed test process left behind.
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(PIDS_FILE))
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, format!("{}\n", child.id()).as_bytes())
+            });
         self.nodes[i] = NodeProc {
             child: Some(child),
             paused: false,
@@ -317,6 +327,29 @@ impl Cluster {
             }
         }
         gone
+    }
+}
+
+/// Kill nodes listed in `dir`'s pid file that still run with `dir` on their command line:
+/// leftovers of a test process that was itself killed (so its `Drop`s never ran).
+pub fn kill_leftovers(dir: &Path) {
+    let Ok(pids) = std::fs::read_to_string(dir.join(PIDS_FILE)) else {
+        return;
+    };
+    let needle = dir.to_string_lossy().into_owned();
+    for pid in pids
+        .lines()
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", pid])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
     }
 }
 

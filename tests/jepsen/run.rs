@@ -206,6 +206,7 @@ fn run_dir(options: &RunOptions) -> PathBuf {
 pub fn run(options: RunOptions) -> Report {
     let started = Instant::now();
     let dir = run_dir(&options);
+    crate::cluster::kill_leftovers(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let net = Net::setup(options.nodes);
     let mode = net.mode;
