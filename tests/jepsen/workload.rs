@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 pub const REGISTER_KEYS: usize = 4;
 /// Attempts of one idempotent logical op before it is left unknown.
 const IDEMPOTENT_ATTEMPTS_MAX: u32 = 6;
+/// Most ops one run records (about 200 bytes each in memory): 2 million, an hour of a long
+/// run at the rates a 2-core machine sustains.
+const OPS_MAX: usize = 2_000_000;
 /// Share of idempotent puts sent once more after their definitive answer.
 const DUPLICATE_SHARE: f64 = 0.3;
 /// Unexpected answers kept verbatim for the report (the count is always exact).
@@ -83,8 +86,14 @@ impl Shared {
         self.started.elapsed().as_nanos() as u64
     }
 
+    /// Append to the history; at `OPS_MAX` the clients are told to stop (the run goes on to
+    /// heal, read and check what it has).
     fn record(&self, op: Op) {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+        let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        ops.push(op);
+        if ops.len() >= OPS_MAX {
+            self.stop.store(true, Ordering::Relaxed);
+        }
     }
 
     fn note_status(&self, sent: &Fate) {
