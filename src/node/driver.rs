@@ -170,6 +170,10 @@ impl Driver {
         let tick = Duration::from_millis(self.opts.tick_ms);
         let mut next_tick = tokio::time::Instant::now() + tick;
         let result = loop {
+            // Checked every turn: a core that always has a Ready must not delay the stop.
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
             if !self.core.has_ready() {
                 tokio::select! {
                     biased;
