@@ -268,7 +268,12 @@ impl Driver {
             Request::Read { consistency, read } => match consistency {
                 Consistency::Linearizable => self.read_batch.push(read),
                 Consistency::Lease => {
-                    if self.core.role() == Role::Leader && self.core.has_lease() {
+                    // Besides the lease (thesis §6.4.1), a new leader must have applied an
+                    // entry of its own term: before that it may not know everything committed.
+                    if self.core.role() == Role::Leader
+                        && self.core.has_lease()
+                        && self.last_applied_term == self.core.term()
+                    {
                         self.serve(read);
                     } else {
                         read.fail(NodeError::NotLeader {
