@@ -25,5 +25,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# Storage benchmark: append rates at batch 1/64/1024 beside the raw fdatasync rate, and
+# recovery time of a 1 GiB log (ROCINANTE_BENCH_RECOVERY_BYTES, ROCINANTE_BENCH_SECS,
+# ROCINANTE_BENCH_DIR to change size, duration, disk).
+bench-storage:
+	$(CARGO) bench --bench storage
+
 clean:
 	$(CARGO) clean

@@ -3,6 +3,7 @@
 //! Reading order: `raft` (the algorithm, pure), `storage` (the durable log), `kv` (the state
 //! machine), `node` (the runtime that ties them together), `transport` and `api` (the edges).
 
+pub mod config;
 pub mod kv;
 pub mod node;
 pub mod raft;
