@@ -110,6 +110,7 @@
 
 mod election;
 mod log;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod progress;
@@ -117,8 +118,10 @@ pub mod quorum;
 pub mod read_index;
 mod replication;
 mod role;
+mod snapshot;
 pub mod types;
 
+pub use membership::{ConfChange, ConfChangeOp, Membership};
 pub use message::{Message, MessageBody, ReadId};
 pub use node::{
     Config, ConfigError, ProposeError, RaftNode, ReadError, ReadFailure, ReadState, Ready,
