@@ -39,12 +39,14 @@ pub struct Observed {
 }
 
 pub struct Checker {
-    quorum: usize,
     leaders: BTreeMap<Term, usize>,
     leader_logs: BTreeMap<Term, Vec<Entry>>,
     log_matching: HashMap<(Index, Term), (Entry, Term)>,
     /// The committed log: index i at position i - 1.
     pub committed: Vec<Entry>,
+    /// The state digest after applying committed index i, at position i - 1 (snapshots are
+    /// checked against it).
+    committed_digests: Vec<u64>,
     durable: Vec<HardState>,
     votes: HashMap<(usize, Term), NodeId>,
     /// When set, every Normal payload may be committed at most once (the sweep's clients never
@@ -59,7 +61,7 @@ fn who(node: usize) -> String {
 impl Checker {
     pub fn new(nodes: usize, unique_payloads: bool) -> Checker {
         Checker {
-            quorum: nodes / 2 + 1,
+            committed_digests: Vec::new(),
             leaders: BTreeMap::new(),
             leader_logs: BTreeMap::new(),
             log_matching: HashMap::new(),
@@ -72,6 +74,18 @@ impl Checker {
 
     pub fn commit_index(&self) -> Index {
         Index(self.committed.len() as u64)
+    }
+
+    /// The committed state's digest at `index` (0 for the empty prefix), if committed.
+    pub fn digest_at(&self, index: Index) -> Option<u64> {
+        match index.0 as usize {
+            0 => Some(0),
+            k => self.committed_digests.get(k - 1).copied(),
+        }
+    }
+
+    pub fn digests(&self) -> &[u64] {
+        &self.committed_digests
     }
 
     /// A node handed `entries` to storage in a `Ready`; `log` is its in-memory log before them
@@ -163,8 +177,8 @@ impl Checker {
     }
 
     /// After a turn: the node's role, term, commit index and in-memory log. `durable` is every
-    /// node's storage (to check that what is committed is durable on a quorum). Returns the
-    /// indexes that became committed cluster-wide.
+    /// node's storage (to check that what is committed is durable on a quorum of `voters`,
+    /// the node's configuration). Returns the indexes that became committed cluster-wide.
     #[allow(clippy::too_many_arguments)]
     pub fn on_observe(
         &mut self,
@@ -176,6 +190,7 @@ impl Checker {
         log: &[Entry],
         seen: &mut Observed,
         durable: &[&DurableStorage],
+        voters: &[usize],
     ) -> Result<std::ops::Range<usize>, String> {
         if term < seen.term {
             return Err(format!(
@@ -221,7 +236,7 @@ impl Checker {
                         super::trace::entry(c)
                     ));
                 }
-                None => self.on_newly_committed(e, term, durable)?,
+                None => self.on_newly_committed(e, term, durable, voters)?,
             }
         }
         seen.term = term;
@@ -257,17 +272,20 @@ impl Checker {
     }
 
     /// `e` just became known as committed, by a node at `term` (so committed at or before it).
-    fn on_newly_committed(&mut self, e: &Entry, term: Term, durable: &[&DurableStorage]) -> Check {
+    fn on_newly_committed(
+        &mut self,
+        e: &Entry,
+        term: Term,
+        durable: &[&DurableStorage],
+        voters: &[usize],
+    ) -> Check {
         let k = e.index.0 as usize - 1;
-        let holders = durable
-            .iter()
-            .filter(|d| d.entries.get(k) == Some(e))
-            .count();
-        if holders < self.quorum {
+        let holders = voters.iter().filter(|&&v| durable[v].holds(e)).count();
+        let quorum = voters.len() / 2 + 1;
+        if holders < quorum {
             return Err(format!(
-                "committed {} is durable on only {holders} nodes (quorum {})",
+                "committed {} is durable on only {holders} of voters {voters:?} (quorum {quorum})",
                 super::trace::entry(e),
-                self.quorum
             ));
         }
         for (t, log) in self.leader_logs.range(Term(term.0 + 1)..) {
@@ -286,6 +304,8 @@ impl Checker {
                 ));
             }
         }
+        let prev = self.committed_digests.last().copied().unwrap_or(0);
+        self.committed_digests.push(super::storage::digest(prev, e));
         self.committed.push(e.clone());
         Ok(())
     }
@@ -385,6 +405,19 @@ impl Checker {
                 who(node),
                 durable.last_index()
             )),
+            MessageBody::InstallSnapshotResponse {
+                last_included_index,
+                done: true,
+                ..
+            } if *last_included_index > durable.last_index()
+                && *last_included_index > durable.snapshot_index() =>
+            {
+                Err(format!(
+                    "{} acknowledged snapshot {last_included_index} with only {} durable",
+                    who(node),
+                    durable.last_index()
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -24,6 +24,7 @@ use rocinante::raft::{
 
 use super::checker::{Checker, Observed};
 use super::network::{Drop, Event, EventQueue, Network, Time};
+use super::snapshots::{Incoming, Outgoing};
 use super::storage::DurableStorage;
 use super::trace::{self, Trace};
 
@@ -51,6 +52,14 @@ pub struct Options {
     /// Fault injection into the simulator itself, to prove the checker bites: at each crash
     /// the disk also loses up to 3 entries it had acknowledged as durable (a lying fsync).
     pub lying_disk: bool,
+    /// Each node snapshots and compacts once its applied index passes its last snapshot by
+    /// this many entries (`None`: never, the log grows).
+    pub snapshot_every: Option<u64>,
+    /// Bytes per InstallSnapshot chunk (small, so transfers take several chunks).
+    pub snapshot_chunk_bytes: usize,
+    /// Nodes with an index at or above this start outside the cluster, empty, as joiners
+    /// (learners-to-be, `rocinante serve --join`); `None`: every node is a voter.
+    pub initial_voters: Option<usize>,
 }
 
 impl Options {
@@ -66,6 +75,9 @@ impl Options {
             unique_payloads: false,
             replay: String::from("cargo test --test simulation <this test> -- --nocapture"),
             lying_disk: false,
+            snapshot_every: None,
+            snapshot_chunk_bytes: 16,
+            initial_voters: None,
         }
     }
 }
@@ -129,6 +141,11 @@ pub struct Stats {
     pub entry_bytes: u64,
     pub append_rejects: u64,
     pub crashes: usize,
+    /// Snapshots taken (saved and compacted) and installed from a leader.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    /// Snapshot chunks sent, and membership changes committed.
+    pub snapshot_chunks: u64,
 }
 
 pub struct SimNode {
@@ -147,6 +164,14 @@ pub struct SimNode {
     pub(crate) waiting_reads: Vec<ReadState>,
     /// False freezes the node's clock (golden scenarios).
     pub ticking: bool,
+    /// State digest after applying index i, at position i - 1 (see `storage::digest`).
+    pub digests: Vec<u64>,
+    /// Snapshot transfers this node streams, per peer (`snapshots.rs`).
+    pub outgoing: BTreeMap<NodeId, Outgoing>,
+    /// The snapshot this node is receiving.
+    pub incoming: Option<Incoming>,
+    /// An installed snapshot's state, waiting for its `Ready::snapshot`.
+    pub staged: Option<(rocinante::raft::SnapshotMeta, u64)>,
 }
 
 /// Decides, per message sent, whether it may go (golden scenarios script losses with it).
@@ -231,6 +256,10 @@ impl Sim {
                 applied_log: Vec::new(),
                 waiting_reads: Vec::new(),
                 ticking: true,
+                digests: Vec::new(),
+                outgoing: BTreeMap::new(),
+                incoming: None,
+                staged: None,
             });
             // Nodes' clocks are not in phase, as on real machines.
             let phase = sim.rng.random_range(0..sim.opts.tick_ms);
@@ -240,9 +269,14 @@ impl Sim {
     }
 
     pub(crate) fn config(&self, node: usize, incarnation: u32) -> Config {
-        let voters = (0..self.opts.nodes).map(id).collect();
+        let k = self.opts.initial_voters.unwrap_or(self.opts.nodes);
+        let voters = (0..k.min(self.opts.nodes)).map(id).collect();
         let seed = mix(self.opts.seed ^ mix(node as u64) ^ mix(u64::from(incarnation) << 32));
         let mut c = Config::new(id(node), voters, seed);
+        if node >= k {
+            // A joiner: it knows the cluster, and waits as a learner until a member adds it.
+            c.learners = vec![id(node)];
+        }
         if let Some(f) = self.opts.configure {
             f(node, &mut c);
         }
@@ -371,6 +405,7 @@ impl Sim {
                 self.stats.append_rejects += 1
             }
             MessageBody::RequestVote { .. }
+            | MessageBody::InstallSnapshot { .. }
             | MessageBody::TimeoutNow
             | MessageBody::ReadIndexRequest { .. } => self.stats.rpcs += 1,
             _ => {}

@@ -7,7 +7,7 @@
 //! builds a new `RaftNode` from exactly what is durable (`Restored`, no snapshot yet).
 
 use rand::Rng;
-use rocinante::raft::RaftNode;
+use rocinante::raft::{Index, RaftNode};
 
 use super::checker::Observed;
 use super::cluster::{Outcome, ReadOutcome, Sim};
@@ -25,6 +25,10 @@ impl Sim {
             // Cut point in the record stream: 0 keeps nothing, c >= 1 keeps the hard state and
             // the first c - 1 entries.
             let cut = self.rng.random_range(0..=rd.entries.len() + 1);
+            if cut > 0 && rd.snapshot.is_some() {
+                // The snapshot is the first record of the stream.
+                self.persist_snapshot(node, &rd);
+            }
             if cut > 0 {
                 let removed = self.nodes[node]
                     .storage
@@ -44,6 +48,11 @@ impl Sim {
             let lie = self.rng.random_range(0..=3usize);
             let d = &mut self.nodes[node].storage.entries;
             d.truncate(d.len().saturating_sub(lie));
+            if d.is_empty() && lie > 0 {
+                // Lying about a snapshot too: the log restarts at nothing.
+                self.nodes[node].storage.snapshot = None;
+                self.nodes[node].storage.offset = rocinante::raft::Index(0);
+            }
             lost.push_str(&format!(" (lying disk: lost {lie} durable entries)"));
         }
         let n = &mut self.nodes[node];
@@ -52,7 +61,11 @@ impl Sim {
         n.log.clear();
         n.seen = Observed::default();
         n.applied_log.clear();
+        n.digests.clear();
         n.waiting_reads.clear();
+        n.outgoing.clear();
+        n.incoming = None;
+        n.staged = None;
         let inbox = std::mem::take(&mut n.inbox);
         for input in inbox {
             self.drop_input(input);
@@ -81,8 +94,17 @@ impl Sim {
         let r = self.checker.on_restart(node, raft.hard_state());
         self.check(r);
         let hs = raft.hard_state();
+        let snap = self.nodes[node].storage.snapshot.clone();
+        let snap_index = snap
+            .as_ref()
+            .map_or(Index(0), |(m, _)| m.last_included_index);
+        let mut log = self.checker.committed[..snap_index.0 as usize].to_vec();
+        log.extend_from_slice(&self.nodes[node].storage.entries);
+        self.nodes[node].log = log;
+        if let Some((m, state)) = snap {
+            self.load_snapshot(node, m.last_included_index, state);
+        }
         let n = &mut self.nodes[node];
-        n.log = n.storage.entries.clone();
         n.raft = Some(raft);
         let len = n.log.len();
         self.log(format!(

@@ -13,7 +13,7 @@ use rand::Rng;
 use rocinante::raft::{Entry, Index, MessageBody, ReadId, ReadState, Ready, Role};
 
 use super::checker;
-use super::cluster::{Input, Outcome, ReadOutcome, Sim, TURNS_MAX};
+use super::cluster::{Input, Outcome, ReadOutcome, Sim, TURNS_MAX, index_of};
 use super::network::Event;
 use super::storage::DurableStorage;
 use super::trace;
@@ -49,8 +49,21 @@ impl Sim {
             return;
         };
         match input {
-            Input::Msg(m) => raft.step(m),
-            Input::Tick => raft.tick(),
+            Input::Msg(m) => match &m.body {
+                MessageBody::InstallSnapshot { .. } => {
+                    raft.step(m.clone());
+                    self.on_snapshot_chunk(n, m);
+                }
+                MessageBody::InstallSnapshotResponse { .. } => {
+                    raft.step(m.clone());
+                    self.on_snapshot_response(n, &m);
+                }
+                _ => raft.step(m),
+            },
+            Input::Tick => {
+                raft.tick();
+                self.tick_transfers(n);
+            }
             Input::Campaign => raft.campaign(),
             Input::Transfer(to) => raft.transfer_leadership(to),
             Input::Propose(p) => {
@@ -100,6 +113,12 @@ impl Sim {
                 ss.commit_index
             ));
         }
+        if let Some(meta) = &rd.snapshot {
+            self.install_in_log(n, meta);
+        }
+        if !rd.snapshot_requests.is_empty() {
+            self.start_transfers(n, rd.snapshot_requests.clone());
+        }
         let node = &mut self.nodes[n];
         let Some(raft) = node.raft.as_ref() else {
             return;
@@ -131,7 +150,7 @@ impl Sim {
         for m in rd.messages_before_persist.clone() {
             self.send(m);
         }
-        if rd.hard_state.is_none() && rd.entries.is_empty() {
+        if rd.hard_state.is_none() && rd.entries.is_empty() && rd.snapshot.is_none() {
             self.finish_ready(n, rd);
             return;
         }
@@ -155,6 +174,7 @@ impl Sim {
 
     /// Steps 2-6 of the Ready contract, once the write completed.
     pub(crate) fn finish_ready(&mut self, n: usize, rd: Ready) {
+        let staged = self.persist_snapshot(n, &rd);
         let removed = self.nodes[n]
             .storage
             .write(rd.hard_state, &rd.entries, rd.entries.len());
@@ -164,6 +184,9 @@ impl Sim {
             let r = self.checker.on_send(n, &m, &self.nodes[n].storage);
             self.check(r);
             self.send(m);
+        }
+        if let Some((meta, state)) = staged {
+            self.load_snapshot(n, meta.last_included_index, state);
         }
         self.apply(n, &rd.committed_entries);
         for rs in &rd.read_states {
@@ -197,7 +220,29 @@ impl Sim {
         }
         if !rd.committed_entries.is_empty() {
             raft.applied(applied);
+            self.maybe_take_snapshot(n);
         }
+    }
+
+    /// Step 2's first part: an installed snapshot is saved before the rest of the Ready.
+    /// Returns it (meta and state) for step 4, which loads it.
+    pub(crate) fn persist_snapshot(
+        &mut self,
+        n: usize,
+        rd: &Ready,
+    ) -> Option<(rocinante::raft::SnapshotMeta, u64)> {
+        let meta = rd.snapshot.as_ref()?;
+        let staged = self.nodes[n].staged.take();
+        let Some((m, state)) = staged.filter(|(m, _)| m == meta) else {
+            self.fail(&format!(
+                "n{} Ready.snapshot without a staged snapshot",
+                n + 1
+            ));
+        };
+        let removed = self.nodes[n].storage.save_snapshot(&m, state);
+        let r = self.checker.on_persist(n, None, &removed);
+        self.check(r);
+        Some((m, state))
     }
 
     fn apply(&mut self, n: usize, entries: &[Entry]) {
@@ -207,6 +252,8 @@ impl Sim {
         self.nodes[n].seen = seen;
         for e in entries {
             self.log(format!("n{} apply {}", n + 1, trace::entry(e)));
+            let prev = self.nodes[n].digests.last().copied().unwrap_or(0);
+            self.nodes[n].digests.push(super::storage::digest(prev, e));
         }
         self.nodes[n].applied_log.extend_from_slice(entries);
     }
@@ -238,6 +285,12 @@ impl Sim {
             raft.commit_index(),
             raft.last_index(),
         );
+        let voters: Vec<usize> = raft
+            .membership()
+            .voters
+            .iter()
+            .map(|&v| index_of(v))
+            .collect();
         let mut seen = self.nodes[n].seen;
         let durable: Vec<&DurableStorage> = self.nodes.iter().map(|x| &x.storage).collect();
         let r = self.checker.on_observe(
@@ -249,6 +302,7 @@ impl Sim {
             &self.nodes[n].log,
             &mut seen,
             &durable,
+            &voters,
         );
         let newly = self.check(r);
         if seen.commit > self.nodes[n].seen.commit {
