@@ -237,7 +237,7 @@ impl RaftNode {
                 return Err(ProposeError::InvalidConfChange { reason });
             }
         }
-        self.propose_entry(EntryKind::ConfChange, cc.encode())
+        self.append_proposal(EntryKind::ConfChange, cc.encode())
     }
 
     /// The membership in effect on this node (the latest appended configuration).

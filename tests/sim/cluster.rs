@@ -60,6 +60,8 @@ pub struct Options {
     /// Nodes with an index at or above this start outside the cluster, empty, as joiners
     /// (learners-to-be, `rocinante serve --join`); `None`: every node is a voter.
     pub initial_voters: Option<usize>,
+    /// The sweep's nemesis also removes, adds and promotes nodes.
+    pub membership_changes: bool,
 }
 
 impl Options {
@@ -78,6 +80,7 @@ impl Options {
             snapshot_every: None,
             snapshot_chunk_bytes: 16,
             initial_voters: None,
+            membership_changes: false,
         }
     }
 }
@@ -90,6 +93,8 @@ pub(crate) enum Input {
     Read(usize),
     Transfer(NodeId),
     Campaign,
+    /// A membership change proposed by an operator.
+    ConfChange(rocinante::raft::ConfChange),
 }
 
 /// What became of a client proposal.
@@ -144,8 +149,9 @@ pub struct Stats {
     /// Snapshots taken (saved and compacted) and installed from a leader.
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
-    /// Snapshot chunks sent, and membership changes committed.
+    /// Snapshot chunks sent, and membership changes a leader accepted.
     pub snapshot_chunks: u64,
+    pub conf_changes: u64,
 }
 
 pub struct SimNode {

@@ -5,7 +5,9 @@
 //! leader, sometimes to anybody) and ask for reads; the nemesis crashes and restarts nodes,
 //! reshapes the network (random bipartitions, an isolated leader, a leader that can only send
 //! or only receive, random one-way cuts) and changes loss, duplication and delay. Every step is
-//! checked by the checker as it happens.
+//! checked by the checker as it happens. Per seed, nodes may also snapshot and compact every
+//! few entries (so InstallSnapshot runs under the same faults) and the nemesis may remove, add
+//! and promote nodes (thesis ch. 4); the liveness phase first restores every node as a voter.
 //!
 //! Liveness, once the faults stop: a leader within LEADER_MS, then a sentinel proposal
 //! committed and applied on every node within COMMIT_MS, after which every proposal must be
@@ -14,7 +16,7 @@
 //! (failed reads are retried, as clients do) within COMMIT_MS.
 
 use bytes::Bytes;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rocinante::raft::Role;
 
 use super::cluster::{Options, Outcome, ReadOutcome, Sim};
@@ -51,6 +53,13 @@ pub fn run_seed(nodes: usize, seed: u64, replay: String) -> Summary {
 /// One seed of the sweep with the given options (clients' payloads are always unique).
 pub fn run(mut opts: Options) -> Summary {
     opts.unique_payloads = true;
+    // Per-seed features, from an RNG of their own so the run's RNG stream stays the same.
+    let mut r = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0x5eed_5eed);
+    if r.random_bool(0.7) {
+        opts.snapshot_every = Some(r.random_range(3..30));
+        opts.configure = Some(|i, c| c.compaction_tail_entries = i as u64 % 3);
+    }
+    opts.membership_changes = r.random_bool(0.5);
     let mut sim = Sim::new(opts);
     chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
@@ -179,8 +188,45 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                 sim.transfer_leadership(l, target);
             }
         }
+        90..95 if sim.opts.membership_changes => {
+            if let Some(l) = leader {
+                random_conf_change(sim, l, target);
+            }
+        }
         _ => random_net(sim),
     }
+}
+
+/// Remove `target` if it is a member (never below two voters), else add it back as a learner,
+/// or promote it if it is a learner.
+fn random_conf_change(sim: &mut Sim, leader: usize, target: usize) {
+    use rocinante::raft::ConfChangeOp::*;
+    let Some(m) = sim.raft(leader).map(|r| r.membership()) else {
+        return;
+    };
+    let t = super::cluster::id(target);
+    let op = if m.learners.contains(&t) {
+        if sim.rng.random_bool(0.5) {
+            PromoteLearner
+        } else {
+            RemoveNode
+        }
+    } else if m.voters.contains(&t) {
+        if m.voters.len() <= 2 {
+            return;
+        }
+        RemoveNode
+    } else {
+        AddLearner
+    };
+    sim.conf_change(leader, op, target);
+}
+
+/// The sweep's chaos phase with membership changes on (for `membership.rs`).
+pub fn chaos_with_membership(sim: &mut Sim, chaos_ms: Time) {
+    sim.opts.membership_changes = true;
+    sim.opts.unique_payloads = true;
+    chaos(sim, chaos_ms);
 }
 
 fn reshape_network(sim: &mut Sim, leader: Option<usize>) {
@@ -239,6 +285,12 @@ pub fn liveness(sim: &mut Sim) {
         sim.restart(i);
     }
     let t0 = sim.now;
+    // Every node back as a voter (removed ones are added and promoted again).
+    for i in 0..n {
+        if !sim.make_voter(i, LEADER_MS) {
+            sim.fail(&format!("n{} could not be made a voter again", i + 1));
+        }
+    }
     if !sim.run_until_true(LEADER_MS, stable_leader) {
         sim.fail(&format!(
             "no stable leader {LEADER_MS}ms after the faults stopped"

@@ -65,6 +65,18 @@ impl Sim {
                 self.tick_transfers(n);
             }
             Input::Campaign => raft.campaign(),
+            Input::ConfChange(cc) => {
+                let r = raft.propose_conf_change(cc.clone());
+                self.log(format!(
+                    "n{} conf change {:?} n{}: {r:?}",
+                    n + 1,
+                    cc.op,
+                    cc.node.0
+                ));
+                if r.is_ok() {
+                    self.stats.conf_changes += 1;
+                }
+            }
             Input::Transfer(to) => raft.transfer_leadership(to),
             Input::Propose(p) => {
                 let result = raft.propose(self.proposals[p].data.clone());
