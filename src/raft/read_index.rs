@@ -294,6 +294,11 @@ impl RaftNode {
         if !self.config.check_quorum || l.transfer.is_some() || l.lease_revoked {
             return false;
         }
+        // Thesis §6.4 step 1 holds for lease reads too: until an entry of its term commits, a
+        // new leader's commit_index may lag what its predecessor committed.
+        if self.log.term_at(self.log.commit_index()) != Some(self.current_term) {
+            return false;
+        }
         let Some(q) = self.quorum_seq() else {
             return false;
         };

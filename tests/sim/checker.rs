@@ -11,7 +11,9 @@
 //!   compared with every node's log and every applied entry (State Machine Safety).
 //! - `leader_logs`: each leader's log at its election. Leaders only append (checked), so an
 //!   entry committed in term c must be in every `leader_logs[t]` with t > c (Leader
-//!   Completeness), whichever came first, the election or our sight of the commit.
+//!   Completeness), whichever came first, the election or our sight of the commit. We know c
+//!   only from above (the term of the first node seen with the entry committed), which can
+//!   only make the check weaker, never raise a false alarm.
 //! - `durable`: the last durable hard state of each node (terms never decrease, one vote per
 //!   term across restarts) and `votes`: every granted vote that left a node.
 //!
@@ -47,6 +49,9 @@ pub struct Checker {
     /// The state digest after applying committed index i, at position i - 1 (snapshots are
     /// checked against it).
     committed_digests: Vec<u64>,
+    /// For each committed index, the term of the node that first reported it committed: at
+    /// or above the term in which it was committed.
+    commit_terms: Vec<Term>,
     durable: Vec<HardState>,
     votes: HashMap<(usize, Term), NodeId>,
     /// When set, every Normal payload may be committed at most once (the sweep's clients never
@@ -66,10 +71,16 @@ impl Checker {
             leader_logs: BTreeMap::new(),
             log_matching: HashMap::new(),
             committed: Vec::new(),
+            commit_terms: Vec::new(),
             durable: vec![HardState::default(); nodes],
             votes: HashMap::new(),
             unique_payloads: unique_payloads.then(HashSet::new),
         }
+    }
+
+    /// The highest term that has had a leader so far.
+    pub fn latest_leader_term(&self) -> Option<Term> {
+        self.leaders.keys().next_back().copied()
     }
 
     pub fn commit_index(&self) -> Index {
@@ -126,27 +137,7 @@ impl Checker {
                 ));
             }
         }
-        // Overwritten or removed entries (§5.3 conflict truncation).
-        for old in &log[start - 1..] {
-            let new = entries.get(old.index.0 as usize - start);
-            if new == Some(old) {
-                continue;
-            }
-            if role == Role::Leader {
-                return Err(format!(
-                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
-                    who(node),
-                    old.index
-                ));
-            }
-            if self.committed.get(old.index.0 as usize - 1) == Some(old) {
-                return Err(format!(
-                    "{} truncated committed entry {}",
-                    who(node),
-                    old.index
-                ));
-            }
-        }
+        self.check_overwrite(node, role, term, &log[start - 1..], entries)?;
         log.truncate(start - 1);
         for e in entries {
             let prev_term = log.last().map_or(Term(0), |p| p.term);
@@ -172,6 +163,40 @@ impl Checker {
                 ));
             }
             log.push(e.clone());
+        }
+        Ok(())
+    }
+
+    /// `old` entries of a node's log are being replaced by `entries` (§5.3 conflict
+    /// truncation, or a re-send of the same entries). A leader never changes or removes its
+    /// own entries (Leader Append-Only), and nobody removes a committed one.
+    fn check_overwrite(
+        &self,
+        node: usize,
+        role: Role,
+        term: Term,
+        old: &[Entry],
+        entries: &[Entry],
+    ) -> Check {
+        let start = entries.first().map_or(0, |e| e.index.0 as usize);
+        for o in old {
+            if entries.get(o.index.0 as usize - start) == Some(o) {
+                continue;
+            }
+            if role == Role::Leader {
+                return Err(format!(
+                    "Leader Append-Only: leader {} of term {term} overwrote/removed {}",
+                    who(node),
+                    o.index
+                ));
+            }
+            if self.committed.get(o.index.0 as usize - 1) == Some(o) {
+                return Err(format!(
+                    "{} truncated committed entry {}",
+                    who(node),
+                    o.index
+                ));
+            }
         }
         Ok(())
     }
@@ -258,8 +283,11 @@ impl Checker {
             None => {}
         }
         self.leaders.insert(term, node);
+        // Only entries committed in earlier terms bind this leader: a leader of a lower term
+        // can still be elected (by votes granted before its voters moved on) after a higher
+        // term committed something, and it will never commit anything itself.
         for (k, c) in self.committed.iter().enumerate() {
-            if log.get(k) != Some(c) {
+            if self.commit_terms[k] < term && log.get(k) != Some(c) {
                 return Err(format!(
                     "Leader Completeness: {} elected for term {term} without committed {}",
                     who(node),
@@ -307,6 +335,7 @@ impl Checker {
         let prev = self.committed_digests.last().copied().unwrap_or(0);
         self.committed_digests.push(super::storage::digest(prev, e));
         self.committed.push(e.clone());
+        self.commit_terms.push(term);
         Ok(())
     }
 
@@ -384,8 +413,12 @@ impl Checker {
                 pre_vote: false,
                 vote_granted: true,
             } => {
+                // The vote itself, or a later term, must be durable: a node whose durable term
+                // is above the vote's can never vote in that term again, so a grant that one
+                // batch superseded is safe to send.
                 let hs = durable.hard_state;
-                if hs.current_term != msg.term || hs.voted_for != Some(msg.to) {
+                let durable_vote = hs.current_term == msg.term && hs.voted_for == Some(msg.to);
+                if !(durable_vote || hs.current_term > msg.term) {
                     return Err(format!(
                         "{} granted its vote in term {} before it was durable (durable: term {} vote {:?})",
                         who(node),

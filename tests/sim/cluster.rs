@@ -62,6 +62,60 @@ pub struct Options {
     pub initial_voters: Option<usize>,
     /// The sweep's nemesis also removes, adds and promotes nodes.
     pub membership_changes: bool,
+    /// Overrides of the core's defaults, the same on every node.
+    pub tuning: Option<Tuning>,
+    /// Check lease reads (`has_lease`); `SIM_LEASE_CHECK=0` turns it off.
+    pub lease_check: bool,
+}
+
+/// Core parameters the sweep varies per seed, to reach the code paths that the defaults
+/// never do (one message in flight, one entry per message, tiny queues, no pre-vote...).
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub election_ticks_min: u64,
+    pub election_ticks_max: u64,
+    pub heartbeat_ticks: u64,
+    pub inflight_msgs_max: usize,
+    pub inflight_bytes_max: u64,
+    pub msg_bytes_max: u64,
+    pub uncommitted_entries_max: usize,
+    pub pending_reads_max: usize,
+    pub committed_bytes_max: u64,
+}
+
+impl Tuning {
+    pub fn random(rng: &mut StdRng) -> Tuning {
+        let election_ticks_min = rng.random_range(5..15);
+        Tuning {
+            pre_vote: rng.random_bool(0.7),
+            check_quorum: rng.random_bool(0.7),
+            election_ticks_min,
+            election_ticks_max: election_ticks_min + rng.random_range(3..15),
+            heartbeat_ticks: rng.random_range(1..=(election_ticks_min / 3).max(1)),
+            inflight_msgs_max: rng.random_range(1..8),
+            inflight_bytes_max: rng.random_range(30..3_000),
+            msg_bytes_max: rng.random_range(1..500),
+            uncommitted_entries_max: rng.random_range(1..50),
+            pending_reads_max: rng.random_range(1..10),
+            committed_bytes_max: rng.random_range(1..1_000),
+        }
+    }
+
+    fn apply(&self, c: &mut Config) {
+        c.pre_vote = self.pre_vote;
+        c.check_quorum = self.check_quorum;
+        c.election_ticks_min = self.election_ticks_min;
+        c.election_ticks_max = self.election_ticks_max;
+        c.heartbeat_ticks = self.heartbeat_ticks;
+        c.inflight_msgs_max = self.inflight_msgs_max;
+        c.inflight_bytes_max = self.inflight_bytes_max;
+        c.msg_bytes_max = self.msg_bytes_max;
+        c.uncommitted_entries_max = self.uncommitted_entries_max;
+        c.pending_reads_max = self.pending_reads_max;
+        c.committed_bytes_max = self.committed_bytes_max;
+    }
 }
 
 impl Options {
@@ -81,6 +135,8 @@ impl Options {
             snapshot_chunk_bytes: 16,
             initial_voters: None,
             membership_changes: false,
+            tuning: None,
+            lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
         }
     }
 }
@@ -283,8 +339,14 @@ impl Sim {
             // A joiner: it knows the cluster, and waits as a learner until a member adds it.
             c.learners = vec![id(node)];
         }
+        if let Some(t) = &self.opts.tuning {
+            t.apply(&mut c);
+        }
         if let Some(f) = self.opts.configure {
             f(node, &mut c);
+        }
+        if let Err(e) = c.validate() {
+            self.fail(&format!("invalid config for n{}: {e} ({c:?})", node + 1));
         }
         c
     }

@@ -293,60 +293,14 @@ fn count_3b() {
             "too many or few RPCs ({total1}) to elect initial leader"
         ));
     }
-    let mut total2 = 0;
-    let mut done = false;
-    'attempt: for attempt in 0..5 {
-        if attempt > 0 {
-            s.run_for(3 * ELECTION_TIMEOUT_MS);
-        }
-        let leader = s.check_one_leader();
-        let total1 = s.stats.rpcs;
-        let iters = 10u64;
-        let Some((starti, term)) = s.start(leader, "1") else {
-            continue;
-        };
-        // The burst arrives at once (the lab's tight loop of Start calls): the leader is to
-        // batch it, not send one AppendEntries per entry per peer.
-        let cmds: Vec<String> = (1..=iters + 1).map(|i| format!("x{i}")).collect();
-        let ps: Vec<usize> = cmds
-            .iter()
-            .map(|c| s.submit(leader, Bytes::from(c.clone())))
-            .collect();
-        s.settle(leader);
-        for (k, &p) in ps.iter().enumerate() {
-            let index = match s.proposals[p].outcome {
-                Outcome::Accepted(index, t) if t == term => index,
-                Outcome::Committed(index) => index,
-                _ => continue 'attempt,
-            };
-            if index != Index(starti.0 + k as u64 + 1) {
-                s.fail("Start() failed: indexes not consecutive");
+    let total2 = (0..5)
+        .find_map(|attempt| {
+            if attempt > 0 {
+                s.run_for(3 * ELECTION_TIMEOUT_MS);
             }
-        }
-        for i in 1..=iters {
-            match s.wait_committed(Index(starti.0 + i), n, Some(term)) {
-                Some(v) if v.as_ref() == cmds[i as usize - 1].as_bytes() => {}
-                Some(_) => s.fail("wrong value committed"),
-                None => continue 'attempt,
-            }
-        }
-        if (0..n).any(|j| s.raft(j).is_some_and(|r| r.term() != term)) {
-            continue;
-        }
-        total2 = s.stats.rpcs;
-        // Batching: 11 entries must not cost more than the lab's bound.
-        if total2 - total1 > (iters + 1 + 3) * 3 {
-            s.fail(&format!(
-                "too many RPCs ({}) for {iters} entries",
-                total2 - total1
-            ));
-        }
-        done = true;
-        break;
-    }
-    if !done {
-        s.fail("term changed too often");
-    }
+            count_burst(&mut s)
+        })
+        .unwrap_or_else(|| s.fail("term changed too often"));
     // Idle: only heartbeats, one per peer per heartbeat interval (2 ticks = 20 ms).
     s.run_for(ELECTION_TIMEOUT_MS * 5);
     let total3 = s.stats.rpcs;
@@ -358,6 +312,51 @@ fn count_3b() {
             ELECTION_TIMEOUT_MS * 5
         ));
     }
+}
+
+/// One attempt of `count_3b`'s agreement phase: 11 entries proposed at once must commit with
+/// at most the lab's bound of RPCs. None if the term changed meanwhile; else the RPC total.
+fn count_burst(s: &mut Sim) -> Option<u64> {
+    let n = 3;
+    let leader = s.check_one_leader();
+    let total1 = s.stats.rpcs;
+    let iters = 10u64;
+    let (starti, term) = s.start(leader, "1")?;
+    // The burst arrives at once (the lab's tight loop of Start calls): the leader is to batch
+    // it, not send one AppendEntries per entry per peer.
+    let cmds: Vec<String> = (1..=iters + 1).map(|i| format!("x{i}")).collect();
+    let ps: Vec<usize> = cmds
+        .iter()
+        .map(|c| s.submit(leader, Bytes::from(c.clone())))
+        .collect();
+    s.settle(leader);
+    for (k, &p) in ps.iter().enumerate() {
+        let index = match s.proposals[p].outcome {
+            Outcome::Accepted(index, t) if t == term => index,
+            Outcome::Committed(index) => index,
+            _ => return None,
+        };
+        if index != Index(starti.0 + k as u64 + 1) {
+            s.fail("Start() failed: indexes not consecutive");
+        }
+    }
+    for i in 1..=iters {
+        let v = s.wait_committed(Index(starti.0 + i), n, Some(term))?;
+        if v.as_ref() != cmds[i as usize - 1].as_bytes() {
+            s.fail("wrong value committed");
+        }
+    }
+    if (0..n).any(|j| s.raft(j).is_some_and(|r| r.term() != term)) {
+        return None;
+    }
+    let total2 = s.stats.rpcs;
+    if total2 - total1 > (iters + 1 + 3) * 3 {
+        s.fail(&format!(
+            "too many RPCs ({}) for {iters} entries",
+            total2 - total1
+        ));
+    }
+    Some(total2)
 }
 
 #[test]

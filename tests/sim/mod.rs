@@ -31,6 +31,7 @@ pub mod sweep;
 pub mod trace;
 pub mod turn;
 
+mod findings;
 mod golden;
 mod lab_3a;
 mod lab_3b;

@@ -170,11 +170,13 @@ impl Sim {
         self.log(format!("NET unreliable={unreliable}"));
     }
 
-    /// 6.5840's long reordering: two thirds of messages are held back much longer. The lab
-    /// holds them 200-2200 ms against a 1 s election timeout; scaled to ours (200 ms), 200-440.
+    /// 6.5840's long reordering: two thirds of messages are held back much longer. labrpc
+    /// holds them 200 + rand(1 + rand(2000)) ms against the lab's 1 s election timeout; scaled
+    /// to ours (200 ms), 40 + rand(1 + rand(400)).
     pub fn set_long_reordering(&mut self, on: bool) {
         self.net.config.long_delay = if on { 0.66 } else { 0.0 };
-        self.net.config.long_delay_ms_max = 440;
+        self.net.config.long_delay_ms_min = 40;
+        self.net.config.long_delay_ms_extra_max = 400;
         self.log(format!("NET long_reordering={on}"));
     }
 

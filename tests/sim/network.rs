@@ -82,9 +82,12 @@ pub struct NetConfig {
     pub duplicate: f64,
     pub delay_ms_min: Time,
     pub delay_ms_max: Time,
-    /// Probability that a message is held back much longer (6.5840's "long reordering").
+    /// Probability that a message is held back much longer (6.5840's "long reordering"): by
+    /// `long_delay_ms_min` plus a skewed draw, uniform in [0, uniform in [0, extra max]], as
+    /// labrpc does (most long delays are short, a few are very long).
     pub long_delay: f64,
-    pub long_delay_ms_max: Time,
+    pub long_delay_ms_min: Time,
+    pub long_delay_ms_extra_max: Time,
     /// Each link delivers in send order (a TCP connection); otherwise random delays reorder.
     pub fifo: bool,
 }
@@ -98,7 +101,8 @@ impl NetConfig {
             delay_ms_min: 1,
             delay_ms_max: 5,
             long_delay: 0.0,
-            long_delay_ms_max: 0,
+            long_delay_ms_min: 0,
+            long_delay_ms_extra_max: 0,
             fifo: true,
         }
     }
@@ -110,7 +114,8 @@ impl NetConfig {
             delay_ms_min: 0,
             delay_ms_max: 27,
             long_delay: 0.0,
-            long_delay_ms_max: 0,
+            long_delay_ms_min: 0,
+            long_delay_ms_extra_max: 0,
             fifo: false,
         }
     }
@@ -208,7 +213,8 @@ impl Network {
         for _ in 0..copies {
             let mut d = rng.random_range(c.delay_ms_min..=c.delay_ms_max);
             if c.long_delay > 0.0 && rng.random_bool(c.long_delay) {
-                d += rng.random_range(200..=c.long_delay_ms_max.max(200));
+                let extra = rng.random_range(0..=c.long_delay_ms_extra_max);
+                d += c.long_delay_ms_min + rng.random_range(0..=extra);
             }
             let mut at = now + d;
             if c.fifo {

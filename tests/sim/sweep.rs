@@ -16,10 +16,11 @@
 //! (failed reads are retried, as clients do) within COMMIT_MS.
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rocinante::raft::Role;
 
-use super::cluster::{Options, Outcome, ReadOutcome, Sim};
+use super::cluster::{Options, Outcome, ReadOutcome, Sim, Tuning};
 use super::network::{NetConfig, Time};
 
 /// Virtual length of the chaos phase.
@@ -54,15 +55,31 @@ pub fn run_seed(nodes: usize, seed: u64, replay: String) -> Summary {
 pub fn run(mut opts: Options) -> Summary {
     opts.unique_payloads = true;
     // Per-seed features, from an RNG of their own so the run's RNG stream stays the same.
-    let mut r = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0x5eed_5eed);
+    let mut r = StdRng::seed_from_u64(opts.seed ^ 0x5eed_5eed);
     if r.random_bool(0.7) {
         opts.snapshot_every = Some(r.random_range(3..30));
         opts.configure = Some(|i, c| c.compaction_tail_entries = i as u64 % 3);
     }
     opts.membership_changes = r.random_bool(0.5);
+    // Half the seeds run the core's defaults, half a random tuning (drawn from a generator
+    // of its own, so the main RNG's stream does not depend on this choice).
+    let mut tuning_rng = StdRng::seed_from_u64(opts.seed ^ 0x7475_6e69_6e67);
+    if tuning_rng.random_bool(0.5) {
+        opts.tuning = Some(Tuning::random(&mut tuning_rng));
+    }
     let mut sim = Sim::new(opts);
+    if let Some(t) = sim.opts.tuning.clone() {
+        sim.log(format!("TUNING {t:?}"));
+    }
     chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
+    if let Some(all) = sim
+        .trace
+        .full()
+        .filter(|_| std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"))
+    {
+        eprintln!("full trace:\n{}", all.join("\n"));
+    }
     Summary {
         hash: sim.trace.hash(),
         committed: sim.checker.committed.len(),
@@ -92,7 +109,8 @@ fn random_net(sim: &mut Sim) {
         delay_ms_min: 0,
         delay_ms_max: max,
         long_delay: if r.random_bool(0.3) { 0.05 } else { 0.0 },
-        long_delay_ms_max: 600,
+        long_delay_ms_min: 40,
+        long_delay_ms_extra_max: 600,
         fifo: r.random_bool(0.3),
     };
     let c = sim.net.config.clone();
@@ -152,8 +170,22 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                     Some(l) if sim.rng.random_bool(0.8) => l,
                     _ => target,
                 };
-                let data = Bytes::from(format!("c{}", sim.proposals.len()));
-                sim.submit(to, data);
+                // Sometimes a burst arriving at once (batching, flow control, Busy).
+                let burst = if sim.rng.random_bool(0.05) {
+                    sim.rng.random_range(2..30)
+                } else {
+                    1
+                };
+                for _ in 0..burst {
+                    // Unique payloads; some padded, to exercise the byte limits.
+                    let pad = if sim.rng.random_bool(0.2) {
+                        sim.rng.random_range(0..300)
+                    } else {
+                        0
+                    };
+                    let data = Bytes::from(format!("c{}{}", sim.proposals.len(), ".".repeat(pad)));
+                    sim.submit(to, data);
+                }
             }
             60..75 => {
                 sim.read(target);

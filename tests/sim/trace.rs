@@ -66,7 +66,8 @@ pub fn node(id: NodeId) -> String {
 
 pub fn entry(e: &Entry) -> String {
     let kind = match e.kind {
-        EntryKind::Normal => String::from_utf8_lossy(&e.data).into_owned(),
+        // Payloads are shown up to 16 bytes (the sweep pads some to test byte limits).
+        EntryKind::Normal => String::from_utf8_lossy(&e.data[..e.data.len().min(16)]).into_owned(),
         EntryKind::Noop => "noop".to_string(),
         EntryKind::ConfChange => "conf".to_string(),
     };

@@ -36,6 +36,12 @@ impl Sim {
                 return;
             }
             let rd = raft.ready();
+            if rd.is_empty() {
+                self.fail(&format!(
+                    "n{}: has_ready() was true but ready() was empty",
+                    n + 1
+                ));
+            }
             self.begin_ready(n, rd);
         }
         self.fail(&format!(
@@ -321,8 +327,71 @@ impl Sim {
             self.log(format!("n{} commit={}", n + 1, seen.commit));
         }
         self.nodes[n].seen = seen;
+        let advanced = !newly.is_empty();
         for k in newly {
             self.resolve(Index(k as u64 + 1));
+        }
+        if advanced {
+            (0..self.nodes.len()).for_each(|i| self.check_lease(i));
+        } else {
+            self.check_lease(n);
+        }
+        self.check_match_index(n);
+    }
+
+    /// The leader of the latest term believes each peer's log matches its own up to
+    /// `match_index` (§5.3); that peer acknowledged it only once durable, and no leader can
+    /// make it truncate those entries since (any other leader has a lower term). So the peer's
+    /// durable log holds the leader's entry at `match_index` (and, by Log Matching, all before
+    /// it). A follower that drops acknowledged entries (say, on a stale, shorter
+    /// AppendEntries) fails here.
+    fn check_match_index(&self, n: usize) {
+        let Some(raft) = self.raft(n) else { return };
+        if raft.role() != Role::Leader || self.checker.latest_leader_term() != Some(raft.term()) {
+            return;
+        }
+        let log = &self.nodes[n].log;
+        for (peer, m) in raft.progress() {
+            let p = super::cluster::index_of(peer);
+            if m.0 == 0 || p == n {
+                continue;
+            }
+            let k = m.0 as usize - 1;
+            // A peer's snapshot covers only committed entries, which this leader holds.
+            if !log.get(k).is_some_and(|e| self.nodes[p].storage.holds(e)) {
+                self.fail(&format!(
+                    "leader n{} (term {}) has match_index {m} for n{}, whose durable log has {:?} there",
+                    n + 1,
+                    raft.term(),
+                    p + 1,
+                    self.nodes[p].storage.get(m).map(trace::entry)
+                ));
+            }
+        }
+    }
+
+    /// Lease reads (thesis §6.4.1): while `has_lease()` holds, the node may serve a read from
+    /// its own state at its commit index, so that index must cover everything committed
+    /// anywhere in the cluster. Checked whenever the node is observed or the cluster-wide
+    /// commit index moves.
+    /// A node whose clock is frozen (golden scenarios) is exempt: leases assume clocks that
+    /// advance at about the same rate. `SIM_LEASE_CHECK=0` turns the check off, to hunt for
+    /// other bugs while a lease finding is open (SIM_FINDINGS.md).
+    fn check_lease(&self, n: usize) {
+        if !self.opts.lease_check {
+            return;
+        }
+        let Some(raft) = self.raft(n).filter(|_| self.nodes[n].ticking) else {
+            return;
+        };
+        if raft.has_lease() && raft.commit_index() < self.checker.commit_index() {
+            self.fail(&format!(
+                "lease read: n{} holds a lease (term {}) at commit {} but {} is committed",
+                n + 1,
+                raft.term(),
+                raft.commit_index(),
+                self.checker.commit_index()
+            ));
         }
     }
 
