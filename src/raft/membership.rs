@@ -245,6 +245,17 @@ impl RaftNode {
         self.conf.current()
     }
 
+    /// The membership as of `index` (None below the latest snapshot, whose membership is the
+    /// oldest this node knows).
+    pub fn membership_at(&self, index: Index) -> Option<Membership> {
+        (index >= self.snapshot.last_included_index).then(|| self.conf.at(index))
+    }
+
+    /// The index of the latest ConfChange entry in the log, if any is held in memory.
+    pub fn last_conf_change(&self) -> Option<Index> {
+        self.conf.last_change()
+    }
+
     /// True while a membership change is appended but not known committed.
     pub fn conf_change_pending(&self) -> bool {
         self.conf

@@ -127,9 +127,10 @@
 //! * Membership (`membership.rs`) uses single-server changes only (no joint consensus),
 //!   effective on append, one at a time, and never before the leader committed an entry of
 //!   its term. `Config::voters`/`learners` are the *initial* configuration; a snapshot's
-//!   membership and the ConfChange entries after it replace them. A node drops messages from
-//!   non-members, so a removed node that never learned of its removal cannot disrupt anyone;
-//!   it just times out forever (it is not a voter in anyone's configuration).
+//!   membership and the ConfChange entries after it replace them. Messages from outside the
+//!   configuration are heard (thesis §4.1: a leader may be in a configuration this node has
+//!   not seen yet). A removed node that never learned of its removal may campaign; pre-vote
+//!   and check-quorum (thesis §4.2.3) keep it from disrupting a cluster that has a leader.
 //! * A removed leader steps down when its removal commits without handing leadership over:
 //!   the remaining voters elect a leader after an election timeout. (The runtime's graceful
 //!   stop transfers leadership first.)

@@ -364,10 +364,12 @@ impl RaftNode {
         }
     }
 
-    /// Handle one message from a peer. Messages from unknown senders or old terms are dropped
-    /// (answered where the paper says to answer), never a panic.
+    /// Handle one message from a peer. Messages of old terms are dropped (answered where the
+    /// paper says to answer), never a panic. Senders outside our configuration are heard
+    /// (thesis §4.1): a leader may be in a configuration we have not seen yet; their votes and
+    /// acknowledgements count for nothing unless they are in ours.
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.config.id || msg.from == self.config.id || !self.is_member(msg.from) {
+        if msg.to != self.config.id || msg.from == self.config.id || msg.from == NodeId(0) {
             return;
         }
         if !self.step_term(&msg) {
@@ -609,10 +611,6 @@ impl RaftNode {
 
     pub(super) fn is_voter(&self) -> bool {
         self.config.voters.contains(&self.config.id)
-    }
-
-    pub(super) fn is_member(&self, id: NodeId) -> bool {
-        self.config.voters.contains(&id) || self.config.learners.contains(&id)
     }
 
     /// Queue a message for after the persist step (see `Ready`).

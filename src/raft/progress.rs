@@ -219,10 +219,17 @@ impl Progress {
     /// index to try computed from the follower's hint. Returns false for a stale rejection
     /// (of a message older than what we already know matched, or not the outstanding probe).
     pub fn reject(&mut self, rejected: Index, hint_next: Index) -> bool {
-        if rejected <= self.match_index || self.mode == Mode::Snapshot {
+        if self.mode == Mode::Snapshot {
             return false;
         }
-        if self.mode == Mode::Probe && rejected != self.next_index.prev() {
+        let stale = rejected <= self.match_index
+            || (self.mode == Mode::Probe && rejected != self.next_index.prev());
+        if stale {
+            // The peer is alive: a lost probe is retried (as a heartbeat's success would; a
+            // heartbeat anchored at a compacted log's offset may be rejected instead).
+            if self.mode == Mode::Probe {
+                self.probe_sent = false;
+            }
             return false;
         }
         self.become_probe(hint_next.min(rejected));

@@ -202,8 +202,8 @@ impl Checker {
     }
 
     /// After a turn: the node's role, term, commit index and in-memory log. `durable` is every
-    /// node's storage (to check that what is committed is durable on a quorum of `voters`,
-    /// the node's configuration). Returns the indexes that became committed cluster-wide.
+    /// node's storage (to check that what is committed is durable on a quorum of one of
+    /// `voters`, the configurations the node may have decided the commit under). Returns the indexes that became committed cluster-wide.
     #[allow(clippy::too_many_arguments)]
     pub fn on_observe(
         &mut self,
@@ -215,7 +215,7 @@ impl Checker {
         log: &[Entry],
         seen: &mut Observed,
         durable: &[&DurableStorage],
-        voters: &[usize],
+        voters: &[Vec<usize>],
     ) -> Result<std::ops::Range<usize>, String> {
         if term < seen.term {
             return Err(format!(
@@ -305,14 +305,16 @@ impl Checker {
         e: &Entry,
         term: Term,
         durable: &[&DurableStorage],
-        voters: &[usize],
+        voters: &[Vec<usize>],
     ) -> Check {
         let k = e.index.0 as usize - 1;
-        let holders = voters.iter().filter(|&&v| durable[v].holds(e)).count();
-        let quorum = voters.len() / 2 + 1;
-        if holders < quorum {
+        let durable_on_quorum = |vs: &Vec<usize>| {
+            vs.iter().filter(|&&v| durable[v].holds(e)).count() > vs.len() / 2
+        };
+        if !voters.iter().any(durable_on_quorum) {
+            let holders: Vec<usize> = (0..durable.len()).filter(|&v| durable[v].holds(e)).collect();
             return Err(format!(
-                "committed {} is durable on only {holders} of voters {voters:?} (quorum {quorum})",
+                "committed {} is durable only on {holders:?}, not a quorum of any of {voters:?}",
                 super::trace::entry(e),
             ));
         }

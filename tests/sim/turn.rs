@@ -303,12 +303,22 @@ impl Sim {
             raft.commit_index(),
             raft.last_index(),
         );
-        let voters: Vec<usize> = raft
-            .membership()
-            .voters
-            .iter()
-            .map(|&v| index_of(v))
-            .collect();
+        // The configuration the commit was decided under is the current one, or one from just
+        // before a change appended since (thesis §4.1), or one in effect at a newly committed
+        // index: a quorum of any of them is accepted.
+        let to_ids = |m: rocinante::raft::Membership| -> Vec<usize> {
+            m.voters.iter().map(|&v| index_of(v)).collect()
+        };
+        let mut voters = vec![to_ids(raft.membership())];
+        let mut at = vec![raft.last_conf_change().map_or(Index(0), |i| i.prev())];
+        at.extend((self.nodes[n].seen.commit.0 + 1..=commit.0).map(Index));
+        for i in at {
+            if let Some(m) = raft.membership_at(i).map(to_ids) {
+                if !voters.contains(&m) {
+                    voters.push(m);
+                }
+            }
+        }
         let mut seen = self.nodes[n].seen;
         let durable: Vec<&DurableStorage> = self.nodes.iter().map(|x| &x.storage).collect();
         let r = self.checker.on_observe(
