@@ -136,6 +136,7 @@
 //!   stop transfers leadership first.)
 
 mod election;
+mod inspect;
 mod log;
 pub mod membership;
 pub mod message;

@@ -7,7 +7,9 @@
 //!
 //! `RaftNode`'s methods are spread by idea: `read_index` and `has_lease` are in
 //! `read_index.rs`, `transfer_leadership` in `replication.rs`, the election rules in
-//! `election.rs`. This file holds the struct, the inputs' entry points and `ready()`.
+//! `election.rs`, snapshots (`compact`, `install_snapshot`...) in `snapshot.rs`, membership
+//! changes in `membership.rs`, read-only views (`role`, `term`, `progress`...) in
+//! `inspect.rs`. This file holds the struct, the inputs' entry points and `ready()`.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -531,82 +533,6 @@ impl RaftNode {
     pub fn applied(&mut self, index: Index) {
         let index = index.min(self.log.applied_sent());
         self.last_applied = self.last_applied.max(index);
-    }
-
-    pub fn id(&self) -> NodeId {
-        self.config.id
-    }
-    pub fn role(&self) -> Role {
-        match self.role {
-            RoleState::Follower if !self.is_voter() => Role::Learner,
-            RoleState::Follower => Role::Follower,
-            RoleState::PreCandidate { .. } => Role::PreCandidate,
-            RoleState::Candidate { .. } => Role::Candidate,
-            RoleState::Leader(_) => Role::Leader,
-        }
-    }
-    pub fn term(&self) -> Term {
-        self.current_term
-    }
-    pub fn leader(&self) -> Option<NodeId> {
-        self.leader
-    }
-    pub fn commit_index(&self) -> Index {
-        self.log.commit_index()
-    }
-    pub fn last_index(&self) -> Index {
-        self.log.last_index()
-    }
-    /// The term of the last entry in the log (§5.4.1's "last log term").
-    pub fn last_term(&self) -> Term {
-        self.log.last_term()
-    }
-    /// Highest index the runtime reported applied.
-    pub fn last_applied(&self) -> Index {
-        self.last_applied
-    }
-    /// Highest index storage reported durable.
-    pub fn persisted_index(&self) -> Index {
-        self.log.persisted_index()
-    }
-    pub fn hard_state(&self) -> HardState {
-        HardState {
-            current_term: self.current_term,
-            voted_for: self.voted_for,
-        }
-    }
-    pub fn soft_state(&self) -> SoftState {
-        SoftState {
-            role: self.role(),
-            term: self.current_term,
-            leader: self.leader,
-            commit_index: self.log.commit_index(),
-        }
-    }
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-    /// The target of the leadership transfer in progress, if any.
-    pub fn transferring_to(&self) -> Option<NodeId> {
-        match &self.role {
-            RoleState::Leader(l) => l.transfer.as_ref().map(|t| t.to),
-            _ => None,
-        }
-    }
-    /// The leader's view of each peer's `match_index` (empty on a follower).
-    pub fn progress(&self) -> Vec<(NodeId, Index)> {
-        match &self.role {
-            RoleState::Leader(l) => l
-                .progress
-                .iter()
-                .map(|(id, p)| (*id, p.match_index))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-    /// Entries in `[from, to]` still in memory (for tests and the simulator's checks).
-    pub fn entries(&self, from: Index, to: Index) -> Vec<Entry> {
-        self.log.slice(from, to, u64::MAX)
     }
 
     pub(super) fn is_voter(&self) -> bool {

@@ -308,11 +308,12 @@ impl Checker {
         voters: &[Vec<usize>],
     ) -> Check {
         let k = e.index.0 as usize - 1;
-        let durable_on_quorum = |vs: &Vec<usize>| {
-            vs.iter().filter(|&&v| durable[v].holds(e)).count() > vs.len() / 2
-        };
+        let durable_on_quorum =
+            |vs: &Vec<usize>| vs.iter().filter(|&&v| durable[v].holds(e)).count() > vs.len() / 2;
         if !voters.iter().any(durable_on_quorum) {
-            let holders: Vec<usize> = (0..durable.len()).filter(|&v| durable[v].holds(e)).collect();
+            let holders: Vec<usize> = (0..durable.len())
+                .filter(|&v| durable[v].holds(e))
+                .collect();
             return Err(format!(
                 "committed {} is durable only on {holders:?}, not a quorum of any of {voters:?}",
                 super::trace::entry(e),
