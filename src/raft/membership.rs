@@ -10,7 +10,9 @@
 //! * A new leader refuses changes until it has committed an entry of its own term (its no-op).
 //!   Without this rule, single-server changes can lose a committed configuration (Ongaro's
 //!   2015 raft-dev post "bug in single-server membership changes").
-//! * Learners receive the log but never vote, never count toward a quorum and never campaign.
+//! * Learners receive the log but never campaign and never count toward a quorum. A node
+//!   answers vote requests whatever its own configuration says (thesis §4.1): it may be a
+//!   voter in the candidate's newer configuration, and candidates count only their voters.
 //! * A leader that removed itself keeps leading (without counting itself) until the removal
 //!   is committed, then steps down (thesis §4.2.2).
 //!

@@ -95,8 +95,8 @@ fn malformed_and_unknown_messages_are_handled_safely() {
     assert_eq!(l.role(), Role::Leader);
 }
 
-// Reference: thesis §4.2.1 learners (non-voting members) receive the log but never vote,
-// campaign or count toward a quorum.
+// Reference: thesis §4.2.1 learners (non-voting members) receive the log but never campaign
+// or count toward a quorum (an election or a commit).
 #[test]
 fn learner_replicates_but_never_votes_or_campaigns() {
     let voters = ids(3);
