@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY of intent: build scripts are single-threaded; PROTOC is read by prost-build below.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto/raft.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/raft.proto"], &["proto"])?;
+    // `bytes` fields decode into `bytes::Bytes`: entry payloads are shared, not copied.
+    tonic_prost_build::configure()
+        .bytes(".rocinante.raft")
+        .compile_protos(&["proto/raft.proto"], &["proto"])?;
     Ok(())
 }

@@ -5,10 +5,15 @@
 //! the loop (bounded queue: `requests_queued_max`; when it is full the caller gets
 //! `NodeError::Unavailable` at once, never a hang).
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::kv::command::{Applied, Idempotency, Op};
 use crate::raft::{Index, NodeId, Role, Term};
+
+use super::pending::{Read, Request};
 
 /// How a read is served (API.md §3, §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,10 +105,56 @@ pub enum NodeError {
 /// the wait, never the write (a proposed write may still be applied).
 #[derive(Clone)]
 pub struct NodeHandle {
-    // The runtime fills this in.
+    requests: mpsc::Sender<Request>,
+    status: watch::Receiver<Status>,
+    /// The loop answers `Timeout` at `request_timeout_ms`; the handle waits this much longer
+    /// before answering it itself, in case the loop is stuck (e.g. in a hung fsync).
+    wait_max: Duration,
 }
 
+/// Slack between the loop's own deadline and the handle's safety-net deadline.
+const HANDLE_DEADLINE_SLACK_MS: u64 = 500;
+
 impl NodeHandle {
+    pub(super) fn new(
+        requests: mpsc::Sender<Request>,
+        status: watch::Receiver<Status>,
+        request_timeout_ms: u64,
+    ) -> NodeHandle {
+        NodeHandle {
+            requests,
+            status,
+            wait_max: Duration::from_millis(request_timeout_ms + HANDLE_DEADLINE_SLACK_MS),
+        }
+    }
+
+    /// Hand `req` to the loop without waiting: a full queue or a stopped loop is
+    /// `Unavailable` at once (nothing was proposed).
+    fn submit(&self, req: Request) -> Result<(), NodeError> {
+        self.requests.try_send(req).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                NodeError::Unavailable("node request queue is full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                NodeError::Unavailable("node is stopping".into())
+            }
+        })
+    }
+
+    /// Wait for the loop's answer. `lost` is what a vanished answer means: for a write that
+    /// reached the loop the outcome is unknown (`Timeout`); for a read, `Unavailable`.
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, NodeError>>,
+        lost: NodeError,
+    ) -> Result<T, NodeError> {
+        match tokio::time::timeout(self.wait_max, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(lost),
+            Err(_) => Err(NodeError::Timeout),
+        }
+    }
+
     /// Propose a write and wait until it is applied (success), known lost (Unavailable), or
     /// the request timeout passes (Timeout).
     pub async fn write(
@@ -111,8 +162,13 @@ impl NodeHandle {
         op: Op,
         idempotency: Option<Idempotency>,
     ) -> Result<(Applied, AnswerMeta), NodeError> {
-        let _ = (op, idempotency);
-        todo!()
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Write {
+            op,
+            idempotency,
+            reply,
+        })?;
+        self.wait(rx, NodeError::Timeout).await
     }
 
     /// Read one key at the given consistency.
@@ -121,8 +177,13 @@ impl NodeHandle {
         key: Bytes,
         consistency: Consistency,
     ) -> Result<(Option<KeyValue>, AnswerMeta), NodeError> {
-        let _ = (key, consistency);
-        todo!()
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Read {
+            consistency,
+            read: Read::Get { key, reply },
+        })?;
+        self.wait(rx, NodeError::Unavailable("node is stopping".into()))
+            .await
     }
 
     /// List keys with `prefix`, sorted by key bytes, strictly after `start_after` when given,
@@ -134,12 +195,30 @@ impl NodeHandle {
         limit: usize,
         consistency: Consistency,
     ) -> Result<(ListPage, AnswerMeta), NodeError> {
-        let _ = (prefix, start_after, limit, consistency);
-        todo!()
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Read {
+            consistency,
+            read: Read::List {
+                prefix,
+                start_after,
+                limit,
+                reply,
+            },
+        })?;
+        self.wait(rx, NodeError::Unavailable("node is stopping".into()))
+            .await
     }
 
     /// The latest status the loop published (cheap: no message to the loop).
     pub fn status(&self) -> Status {
-        todo!()
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that wakes whenever the loop publishes a changed status (for tests, the
+    /// dashboard, and waiting for readiness without polling). Never hold its `borrow()` (or the
+    /// `Ref` that `wait_for` returns) across an await: it is a lock the loop takes to publish,
+    /// so holding it stalls the node. Clone what you need and drop the `Ref`.
+    pub fn status_watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
     }
 }
