@@ -201,8 +201,10 @@ async fn join_through_snapshot_promote_remove_transfer_restart() {
 
     // The joiner starts empty, as a learner that knows the founders, and is added as a voter.
     c.start(3).await;
-    c.wait_status(3, "the joiner waits as a learner", |s| s.role == Role::Learner)
-        .await;
+    c.wait_status(3, "the joiner waits as a learner", |s| {
+        s.role == Role::Learner
+    })
+    .await;
     let l = c.leader(&founders).await;
     let (id, members) = c
         .handle(l)

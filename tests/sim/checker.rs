@@ -31,6 +31,9 @@ use super::storage::DurableStorage;
 
 pub type Check = Result<(), String>;
 
+/// Learners the checker has room for beyond the voters.
+const LEARNERS_MAX: usize = 8;
+
 /// What the checker last saw of one node in its current incarnation (volatile state restarts
 /// from zero with the node).
 #[derive(Clone, Copy, Debug, Default)]
@@ -64,7 +67,9 @@ fn who(node: usize) -> String {
 }
 
 impl Checker {
-    pub fn new(nodes: usize, unique_payloads: bool) -> Checker {
+    /// Who votes and counts toward a quorum is each node's own configuration, passed to
+    /// `on_observe` (membership changes move it); `voters` is the initial voter count.
+    pub fn new(voters: usize, unique_payloads: bool) -> Checker {
         Checker {
             committed_digests: Vec::new(),
             leaders: BTreeMap::new(),
@@ -72,7 +77,7 @@ impl Checker {
             log_matching: HashMap::new(),
             committed: Vec::new(),
             commit_terms: Vec::new(),
-            durable: vec![HardState::default(); nodes],
+            durable: vec![HardState::default(); voters + LEARNERS_MAX],
             votes: HashMap::new(),
             unique_payloads: unique_payloads.then(HashSet::new),
         }
@@ -245,6 +250,16 @@ impl Checker {
                 log.len()
             ));
         }
+        // A node that is not a voter in its own configuration never campaigns (a leader that
+        // removed itself keeps leading until the removal commits, thesis §4.2.2, so only
+        // campaigning is checked; a learner can become leader only through it).
+        let own_voter = voters.first().is_none_or(|v| v.contains(&node));
+        if !own_voter && matches!(role, Role::Candidate | Role::PreCandidate) {
+            return Err(format!(
+                "learner {} became {role:?} in term {term}",
+                who(node)
+            ));
+        }
         if role == Role::Leader {
             self.on_leader(node, term, log)?;
         }
@@ -401,8 +416,22 @@ impl Checker {
         Ok(())
     }
 
-    /// A message leaves `node`: what it acknowledges must already be durable.
-    pub fn on_send(&mut self, node: usize, msg: &Message, durable: &DurableStorage) -> Check {
+    /// A message leaves `node` (whose log is `log`): what it acknowledges must already be
+    /// durable, and an AppendEntries or TimeoutNow is a claim to lead its term (Election
+    /// Safety holds for leaders that stepped down within the turn that elected them, too).
+    pub fn on_send(
+        &mut self,
+        node: usize,
+        msg: &Message,
+        durable: &DurableStorage,
+        log: &[Entry],
+    ) -> Check {
+        if matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::TimeoutNow
+        ) {
+            self.on_leader(node, msg.term, log)?;
+        }
         if msg.from != NodeId(node as u64 + 1) || msg.to == msg.from {
             return Err(format!(
                 "{} sent a message from n{} to n{}",

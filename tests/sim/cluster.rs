@@ -29,11 +29,18 @@ use super::storage::DurableStorage;
 use super::trace::{self, Trace};
 
 /// A turn that keeps producing Readys this many times without settling is a livelock.
+/// Delivered messages kept for replay (a sample, oldest dropped first).
+const OLD_MESSAGES_MAX: usize = 128;
+
 pub(crate) const TURNS_MAX: usize = 10_000;
 
 /// How a simulation is set up. `Options::new(nodes, seed)` gives the defaults.
 pub struct Options {
+    /// Voters, ids 1..=nodes.
     pub nodes: usize,
+    /// Learners of the initial configuration, ids after the voters' (thesis §4.2.1): they
+    /// replicate the log but never vote, campaign or count toward a quorum.
+    pub learners: usize,
     pub seed: u64,
     /// Virtual length of one core tick: 10 ms, so the default 10-20 tick election timeout is
     /// 100-200 ms and heartbeats go every 20 ms.
@@ -66,6 +73,10 @@ pub struct Options {
     pub tuning: Option<Tuning>,
     /// Check lease reads (`has_lease`); `SIM_LEASE_CHECK=0` turns it off.
     pub lease_check: bool,
+    /// The storage writes a Ready's entries before its hard state, so a torn write can keep
+    /// entries of a term the durable hard state has not reached (the sweep picks it per seed:
+    /// the core must not depend on the storage's record order).
+    pub hard_state_last: bool,
 }
 
 /// Core parameters the sweep varies per seed, to reach the code paths that the defaults
@@ -119,6 +130,7 @@ impl Tuning {
 }
 
 impl Options {
+    /// `nodes` voters (ids 1..=nodes), no learners.
     pub fn new(nodes: usize, seed: u64) -> Options {
         Options {
             nodes,
@@ -135,8 +147,10 @@ impl Options {
             snapshot_chunk_bytes: 16,
             initial_voters: None,
             membership_changes: false,
+            learners: 0,
             tuning: None,
             lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
+            hard_state_last: false,
         }
     }
 }
@@ -208,6 +222,7 @@ pub struct Stats {
     /// Snapshot chunks sent, and membership changes a leader accepted.
     pub snapshot_chunks: u64,
     pub conf_changes: u64,
+    pub delivered: u64,
 }
 
 pub struct SimNode {
@@ -234,6 +249,9 @@ pub struct SimNode {
     pub incoming: Option<Incoming>,
     /// An installed snapshot's state, waiting for its `Ready::snapshot`.
     pub staged: Option<(rocinante::raft::SnapshotMeta, u64)>,
+    /// The clock of this incarnation was frozen at some point: its time no longer advances
+    /// with the others', so lease reads (which assume it does) are not checked on it.
+    pub clock_skewed: bool,
 }
 
 /// Decides, per message sent, whether it may go (golden scenarios script losses with it).
@@ -254,6 +272,8 @@ pub struct Sim {
     pub stats: Stats,
     /// Messages for which this returns false are dropped at send (golden scenarios).
     pub filter: Option<MessageFilter>,
+    /// A sample of delivered messages, replayed by the nemesis long after (stale terms).
+    pub(crate) old_messages: VecDeque<Message>,
 }
 
 thread_local! {
@@ -289,20 +309,21 @@ pub fn index_of(id: NodeId) -> usize {
 
 impl Sim {
     pub fn new(opts: Options) -> Sim {
-        let n = opts.nodes;
+        let n = opts.nodes + opts.learners;
         let mut sim = Sim {
             now: 0,
             rng: StdRng::seed_from_u64(opts.seed),
             queue: EventQueue::default(),
             net: Network::new(n),
             nodes: Vec::with_capacity(n),
-            checker: Checker::new(n, opts.unique_payloads),
+            checker: Checker::new(opts.nodes, opts.unique_payloads),
             trace: Trace::new(opts.keep_trace),
             proposals: Vec::new(),
             accepted_at: BTreeMap::new(),
             reads: Vec::new(),
             stats: Stats::default(),
             filter: None,
+            old_messages: VecDeque::new(),
             opts,
         };
         for i in 0..n {
@@ -322,6 +343,7 @@ impl Sim {
                 outgoing: BTreeMap::new(),
                 incoming: None,
                 staged: None,
+                clock_skewed: false,
             });
             // Nodes' clocks are not in phase, as on real machines.
             let phase = sim.rng.random_range(0..sim.opts.tick_ms);
@@ -333,12 +355,16 @@ impl Sim {
     pub(crate) fn config(&self, node: usize, incarnation: u32) -> Config {
         let k = self.opts.initial_voters.unwrap_or(self.opts.nodes);
         let voters = (0..k.min(self.opts.nodes)).map(id).collect();
+        let mut learners: Vec<NodeId> = (self.opts.nodes..self.opts.nodes + self.opts.learners)
+            .map(id)
+            .collect();
+        if node >= k && node < self.opts.nodes {
+            // A joiner: it knows the cluster, and waits as a learner until a member adds it.
+            learners.push(id(node));
+        }
         let seed = mix(self.opts.seed ^ mix(node as u64) ^ mix(u64::from(incarnation) << 32));
         let mut c = Config::new(id(node), voters, seed);
-        if node >= k {
-            // A joiner: it knows the cluster, and waits as a learner until a member adds it.
-            c.learners = vec![id(node)];
-        }
+        c.learners = learners;
         if let Some(t) = &self.opts.tuning {
             t.apply(&mut c);
         }
@@ -454,12 +480,25 @@ impl Sim {
             ));
         } else {
             self.log(trace::message(&msg));
+            // Keep every 16th delivered message for the nemesis to replay much later.
+            self.stats.delivered += 1;
+            if self.stats.delivered % 16 == 0 {
+                if self.old_messages.len() == OLD_MESSAGES_MAX {
+                    self.old_messages.pop_front();
+                }
+                self.old_messages.push_back(msg.clone());
+            }
             self.input(to, Input::Msg(msg));
         }
     }
 
     pub(crate) fn send(&mut self, msg: Message) {
         let (from, to) = (index_of(msg.from), index_of(msg.to));
+        if msg.to == super::nemesis::STRANGER {
+            // Heard (thesis §4.1), but nothing reaches a node outside the cluster.
+            self.log(format!("{} DROPPED (stranger)", trace::message(&msg)));
+            return;
+        }
         if to >= self.nodes.len() {
             self.fail(&format!("n{} sent to unknown node {}", from + 1, msg.to.0));
         }

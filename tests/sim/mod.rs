@@ -37,3 +37,4 @@ mod lab_3a;
 mod lab_3b;
 mod lab_3c;
 mod lab_3d;
+mod scenarios;

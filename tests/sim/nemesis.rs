@@ -13,6 +13,9 @@ use super::checker::Observed;
 use super::cluster::{Outcome, ReadOutcome, Sim};
 use super::network::NetConfig;
 
+/// The id of the node outside the cluster that `inject_stranger` impersonates.
+pub const STRANGER: rocinante::raft::NodeId = rocinante::raft::NodeId(0xdead);
+
 impl Sim {
     /// Crashes `node` now (no-op if it is down).
     pub fn crash(&mut self, node: usize) {
@@ -22,26 +25,31 @@ impl Sim {
         self.stats.crashes += 1;
         let mut lost = String::new();
         if let Some(rd) = self.nodes[node].inflight.take() {
-            // Cut point in the record stream: 0 keeps nothing, c >= 1 keeps the hard state and
-            // the first c - 1 entries.
-            let cut = self.rng.random_range(0..=rd.entries.len() + 1);
+            // Cut point in the record stream. Hard state first (the default): 0 keeps nothing,
+            // c >= 1 keeps the hard state and the first c - 1 entries. Hard state last: the
+            // first min(c, len) entries, and the hard state only when c = len + 1.
+            let len = rd.entries.len();
+            let cut = self.rng.random_range(0..=len + 1);
+            let (hs, keep) = match (self.opts.hard_state_last, cut) {
+                (false, 0) => (None, 0),
+                (false, c) => (rd.hard_state, c - 1),
+                (true, c) if c == len + 1 => (rd.hard_state, len),
+                (true, c) => (None, c),
+            };
             if cut > 0 && rd.snapshot.is_some() {
-                // The snapshot is the first record of the stream.
+                // An installed snapshot is the first record of the stream.
                 self.persist_snapshot(node, &rd);
             }
-            if cut > 0 {
-                let removed = self.nodes[node]
-                    .storage
-                    .write(rd.hard_state, &rd.entries, cut - 1);
-                let r = self.checker.on_persist(node, rd.hard_state, &removed);
-                self.check(r);
-            }
-            let kept = cut.saturating_sub(1);
+            let removed = self.nodes[node].storage.write(hs, &rd.entries, keep);
+            let r = self.checker.on_persist(node, hs, &removed);
+            self.check(r);
             lost = format!(
-                " (write in flight: kept {} of {} entries, hard state {})",
-                kept,
-                rd.entries.len(),
-                if cut > 0 { "kept" } else { "lost" }
+                " (write in flight: kept {keep} of {len} entries, hard state {})",
+                if hs.is_some() || rd.hard_state.is_none() {
+                    "kept"
+                } else {
+                    "lost"
+                }
             );
         }
         if self.opts.lying_disk {
@@ -106,6 +114,7 @@ impl Sim {
         }
         let n = &mut self.nodes[node];
         n.raft = Some(raft);
+        n.clock_skewed = !n.ticking;
         let len = n.log.len();
         self.log(format!(
             "RESTART n{} term={} vote={} log={len}",
@@ -183,5 +192,33 @@ impl Sim {
     /// Freezes or resumes `node`'s clock.
     pub fn set_ticking(&mut self, node: usize, ticking: bool) {
         self.nodes[node].ticking = ticking;
+        self.nodes[node].clock_skewed |= !ticking;
+    }
+
+    /// Delivers again `k` messages delivered long ago (a network that held a copy for
+    /// seconds): stale terms, old indexes, old read ids. The core must ignore what is stale.
+    pub fn replay_old(&mut self, k: usize) {
+        for _ in 0..k.min(self.old_messages.len()) {
+            let i = self.rng.random_range(0..self.old_messages.len());
+            let msg = self.old_messages[i].clone();
+            self.log(format!("REPLAY {}", super::trace::message(&msg)));
+            self.queue
+                .push(self.now, super::network::Event::Deliver(msg));
+        }
+    }
+
+    /// A message from a node outside the cluster (a misconfigured peer, or a leader of a
+    /// configuration this node has not seen). The core hears it (thesis §4.1: a server accepts
+    /// AppendEntries from a leader outside its configuration); whatever it says, safety must
+    /// hold, and its answers go nowhere (the transport is what keeps real strangers out).
+    pub fn inject_stranger(&mut self) {
+        let Some(mut msg) = self.old_messages.back().cloned() else {
+            return;
+        };
+        msg.from = STRANGER;
+        msg.term = rocinante::raft::Term(msg.term.0 + self.rng.random_range(0..3));
+        self.log(format!("STRANGER {}", super::trace::message(&msg)));
+        let to = super::cluster::index_of(msg.to);
+        self.input(to, super::cluster::Input::Msg(msg));
     }
 }

@@ -67,9 +67,19 @@ pub fn run(mut opts: Options) -> Summary {
     if tuning_rng.random_bool(0.5) {
         opts.tuning = Some(Tuning::random(&mut tuning_rng));
     }
+    opts.hard_state_last = tuning_rng.random_bool(0.3);
+    if tuning_rng.random_bool(0.3) {
+        opts.learners = tuning_rng.random_range(1..=2);
+    }
     let mut sim = Sim::new(opts);
     if let Some(t) = sim.opts.tuning.clone() {
         sim.log(format!("TUNING {t:?}"));
+    }
+    if sim.opts.learners > 0 {
+        sim.log(format!("LEARNERS {}", sim.opts.learners));
+    }
+    if sim.opts.hard_state_last {
+        sim.log("STORAGE writes entries before the hard state".to_string());
     }
     chaos(&mut sim, CHAOS_MS);
     liveness(&mut sim);
@@ -220,7 +230,12 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                 sim.transfer_leadership(l, target);
             }
         }
-        90..95 if sim.opts.membership_changes => {
+        90..93 => {
+            let k = sim.rng.random_range(1..10);
+            sim.replay_old(k);
+        }
+        93..94 => sim.inject_stranger(),
+        94..98 if sim.opts.membership_changes => {
             if let Some(l) = leader {
                 random_conf_change(sim, l, target);
             }
@@ -374,6 +389,24 @@ pub fn liveness(sim: &mut Sim) {
             .collect();
         sim.fail(&format!(
             "reads after recovery not served within {COMMIT_MS}ms: {states:?}"
+        ));
+    }
+    // Every read the core accepted during the chaos is answered within COMMIT_MS: served, or
+    // failed so the client can retry. None may hang forever.
+    let hanging = |s: &Sim| -> Vec<usize> {
+        (0..s.reads.len())
+            .filter(|&r| {
+                matches!(
+                    s.reads[r].outcome,
+                    ReadOutcome::Pending | ReadOutcome::Queued
+                )
+            })
+            .collect()
+    };
+    if !sim.run_until_true(COMMIT_MS, |s| hanging(s).is_empty()) {
+        let h = hanging(sim);
+        sim.fail(&format!(
+            "reads never answered {COMMIT_MS}ms after recovery: {h:?}"
         ));
     }
     sim.log(format!(

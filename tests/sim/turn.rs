@@ -166,6 +166,10 @@ impl Sim {
             }
         }
         for m in rd.messages_before_persist.clone() {
+            let r = self
+                .checker
+                .on_send(n, &m, &self.nodes[n].storage, &self.nodes[n].log);
+            self.check(r);
             self.send(m);
         }
         if rd.hard_state.is_none() && rd.entries.is_empty() && rd.snapshot.is_none() {
@@ -199,7 +203,9 @@ impl Sim {
         let r = self.checker.on_persist(n, rd.hard_state, &removed);
         self.check(r);
         for m in rd.messages {
-            let r = self.checker.on_send(n, &m, &self.nodes[n].storage);
+            let r = self
+                .checker
+                .on_send(n, &m, &self.nodes[n].storage, &self.nodes[n].log);
             self.check(r);
             self.send(m);
         }
@@ -384,14 +390,14 @@ impl Sim {
     /// its own state at its commit index, so that index must cover everything committed
     /// anywhere in the cluster. Checked whenever the node is observed or the cluster-wide
     /// commit index moves.
-    /// A node whose clock is frozen (golden scenarios) is exempt: leases assume clocks that
+    /// A node whose clock was frozen (golden scenarios) is exempt: leases assume clocks that
     /// advance at about the same rate. `SIM_LEASE_CHECK=0` turns the check off, to hunt for
     /// other bugs while a lease finding is open (SIM_FINDINGS.md).
     fn check_lease(&self, n: usize) {
         if !self.opts.lease_check {
             return;
         }
-        let Some(raft) = self.raft(n).filter(|_| self.nodes[n].ticking) else {
+        let Some(raft) = self.raft(n).filter(|_| !self.nodes[n].clock_skewed) else {
             return;
         };
         if raft.has_lease() && raft.commit_index() < self.checker.commit_index() {
