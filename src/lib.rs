@@ -3,6 +3,8 @@
 //! Reading order: `raft` (the algorithm, pure), `storage` (the durable log), `kv` (the state
 //! machine), `node` (the runtime that ties them together), `transport` and `api` (the edges).
 
+pub mod api;
+pub mod client;
 pub mod config;
 pub mod kv;
 pub mod node;

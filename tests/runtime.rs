@@ -412,3 +412,62 @@ async fn graceful_stop_answers_every_in_flight_request() {
         Err(NodeError::Unavailable(_))
     ));
 }
+
+/// Flip one byte in the middle of every non-empty file under `dir` (recursively).
+fn corrupt_middle_of_files(dir: &std::path::Path) -> usize {
+    let mut corrupted = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            corrupted += corrupt_middle_of_files(&path);
+        } else if let Ok(mut bytes) = std::fs::read(&path)
+            && bytes.len() > 64
+        {
+            let mid = bytes.len() / 3;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&path, bytes).expect("rewrite");
+            corrupted += 1;
+        }
+    }
+    corrupted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_log_refuses_to_start_with_exit_code_3() {
+    let dir = std::env::temp_dir().join(format!("rocinante-corrupt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut peers = BTreeMap::new();
+    peers.insert(
+        NodeId(1),
+        MemberAddrs {
+            grpc: format!("127.0.0.1:{}", free_port()),
+            rest: "127.0.0.1:1".into(),
+        },
+    );
+    let opts = NodeOptions::new(NodeId(1), CLUSTER_ID, "one".into(), peers, dir.clone());
+    let token = CancellationToken::new();
+    let running = start(opts.clone(), token.clone()).await.expect("start");
+    let mut w = running.handle.status_watch();
+    let ready = tokio::time::timeout(WAIT, async { w.wait_for(|s| s.ready).await.is_ok() }).await;
+    assert_eq!(ready, Ok(true));
+    for i in 0..50 {
+        running
+            .handle
+            .write(put(&format!("k{i}"), &"x".repeat(100)), None)
+            .await
+            .expect("write");
+    }
+    token.cancel();
+    let stopped = tokio::time::timeout(WAIT, running.join).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))));
+
+    assert!(corrupt_middle_of_files(&dir) > 0, "no log files found");
+    match start(opts, CancellationToken::new()).await {
+        Err(e) => assert_eq!(e.exit_code(), 3, "unexpected error {e}"),
+        Ok(_) => panic!("a node started on a corrupt log"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -401,3 +401,30 @@ fn installed_snapshot_keeps_or_discards_the_log_after_it() {
     let (_, recovered) = open(dir.path(), 1 << 20);
     assert_eq!(recovered.entries, entries(2, 7, 8, 8));
 }
+
+/// Saving a snapshot again at the same index (after the log restarted behind it) keeps the
+/// entries after it: the snapshot's own term is known without reading the log.
+#[test]
+fn resaving_a_snapshot_keeps_the_log() {
+    let dir = TempDir::new("resave");
+    let (mut storage, _) = open(dir.path(), 1 << 20);
+    storage
+        .save_snapshot(&meta(50, 3), b"installed")
+        .expect("snapshot");
+    storage
+        .append(None, &entries(3, 51, 55, 8))
+        .expect("append");
+    storage
+        .save_snapshot(&meta(50, 3), b"again")
+        .expect("snapshot");
+    assert_eq!(storage.last_index(), Index(55));
+    drop(storage);
+    let (mut storage, recovered) = open(dir.path(), 1 << 20);
+    assert_eq!(recovered.entries, entries(3, 51, 55, 8));
+    storage
+        .save_snapshot(&meta(50, 3), b"after reopen")
+        .expect("snapshot");
+    drop(storage);
+    let (_, recovered) = open(dir.path(), 1 << 20);
+    assert_eq!(recovered.entries, entries(3, 51, 55, 8));
+}

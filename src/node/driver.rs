@@ -24,7 +24,7 @@ use crate::raft::{
     ReadId, Restored, Role,
 };
 use crate::storage::{Storage, StorageError, StorageOptions};
-use crate::transport::{Transport, TransportStats};
+use crate::transport::Transport;
 
 use super::MemberAddrs;
 use super::handle::{AnswerMeta, Consistency, NodeError, Status};
@@ -45,7 +45,6 @@ pub(super) struct Parts {
     pub inbox: mpsc::Receiver<Vec<Message>>,
     pub requests: mpsc::Receiver<Request>,
     pub status: watch::Sender<Status>,
-    pub stats: Arc<TransportStats>,
     pub members: crate::transport::server::Members,
 }
 
@@ -59,8 +58,6 @@ pub(super) struct Driver {
     inbox: mpsc::Receiver<Vec<Message>>,
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<Status>,
-    #[allow(dead_code)]
-    stats: Arc<TransportStats>,
     pub(super) writes: PendingWrites,
     pub(super) reads: PendingReads,
     /// This turn's linearizable reads, sent to the core as one ReadIndex request.
@@ -178,7 +175,6 @@ impl Driver {
             inbox: parts.inbox,
             requests: parts.requests,
             status: parts.status,
-            stats: parts.stats,
             writes: PendingWrites::default(),
             reads: PendingReads::default(),
             read_batch: Vec::new(),

@@ -5,6 +5,7 @@
 //! the loop (bounded queue: `requests_queued_max`; when it is full the caller gets
 //! `NodeError::Unavailable` at once, never a hang).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::kv::command::{Applied, Idempotency, Op};
 use crate::raft::{Index, NodeId, Role, Term};
 
 use super::pending::{Read, Request};
+use crate::transport::TransportStats;
 
 /// How a read is served (API.md §3, §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +138,7 @@ pub struct NodeHandle {
     /// The loop answers `Timeout` at `request_timeout_ms`; the handle waits this much longer
     /// before answering it itself, in case the loop is stuck (e.g. in a hung fsync).
     wait_max: Duration,
+    transport_stats: Arc<TransportStats>,
 }
 
 /// Slack between the loop's own deadline and the handle's safety-net deadline.
@@ -146,11 +149,13 @@ impl NodeHandle {
         requests: mpsc::Sender<Request>,
         status: watch::Receiver<Status>,
         request_timeout_ms: u64,
+        transport_stats: Arc<TransportStats>,
     ) -> NodeHandle {
         NodeHandle {
             requests,
             status,
             wait_max: Duration::from_millis(request_timeout_ms + HANDLE_DEADLINE_SLACK_MS),
+            transport_stats,
         }
     }
 
@@ -296,5 +301,11 @@ impl NodeHandle {
     /// so holding it stalls the node. Clone what you need and drop the `Ref`.
     pub fn status_watch(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// Counters of the node-to-node transport (drops, rejections, undecodable messages), for
+    /// `/metrics`. Relaxed atomics: read them as statistics.
+    pub fn transport_stats(&self) -> &TransportStats {
+        &self.transport_stats
     }
 }

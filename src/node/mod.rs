@@ -270,33 +270,13 @@ pub async fn start_with_listener(
     let (inbox_tx, inbox_rx) = mpsc::channel(opts.inbox_batches_max);
     let (req_tx, req_rx) = mpsc::channel(opts.requests_queued_max);
     let (status_tx, status_rx) = watch::channel(status::initial(&opts));
-
-    let peers: Vec<_> = opts
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != opts.id)
-        .map(|(id, a)| (*id, a.grpc.clone()))
-        .collect();
-    let transport = Transport::start(
-        opts.id,
-        opts.cluster_id,
-        &peers,
-        opts.peer_limits.clone(),
-        stats.clone(),
-        net_shutdown.clone(),
-    );
-    let members: HashSet<NodeId> = opts.peers.keys().copied().collect();
-    let service = transport::RaftService::new(
-        opts.cluster_id,
-        opts.id,
-        members,
+    let (transport, server, member_set) = start_network(
+        &opts,
+        listener,
         inbox_tx,
         stats.clone(),
         net_shutdown.clone(),
     );
-    let member_set = service.members();
-    let server = tokio::spawn(transport::serve(listener, service, net_shutdown.clone()));
-
     let (init_tx, init_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let parts = driver::Parts {
@@ -305,7 +285,6 @@ pub async fn start_with_listener(
         inbox: inbox_rx,
         requests: req_rx,
         status: status_tx,
-        stats,
         members: member_set,
     };
     let thread_shutdown = shutdown.clone();
@@ -340,10 +319,50 @@ pub async fn start_with_listener(
         }
         result
     });
-    let handle = NodeHandle::new(req_tx, status_rx, opts.request_timeout_ms);
+    let handle = NodeHandle::new(req_tx, status_rx, opts.request_timeout_ms, stats);
     Ok(Running {
         handle,
         grpc_addr,
         join,
     })
+}
+
+/// Start the per-peer senders and the gRPC server (on the caller's runtime).
+fn start_network(
+    opts: &NodeOptions,
+    listener: tokio::net::TcpListener,
+    inbox: transport::Inbox,
+    stats: Arc<TransportStats>,
+    net_shutdown: CancellationToken,
+) -> (
+    Transport,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    transport::server::Members,
+) {
+    let peers: Vec<_> = opts
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != opts.id)
+        .map(|(id, a)| (*id, a.grpc.clone()))
+        .collect();
+    let transport = Transport::start(
+        opts.id,
+        opts.cluster_id,
+        &peers,
+        opts.peer_limits.clone(),
+        stats.clone(),
+        net_shutdown.clone(),
+    );
+    let members: HashSet<NodeId> = opts.peers.keys().copied().collect();
+    let service = transport::RaftService::new(
+        opts.cluster_id,
+        opts.id,
+        members,
+        inbox,
+        stats,
+        net_shutdown.clone(),
+    );
+    let member_set = service.members();
+    let server = tokio::spawn(transport::serve(listener, service, net_shutdown));
+    (transport, server, member_set)
 }

@@ -260,7 +260,7 @@ impl Driver {
             Err(_) => return Err(NodeRunError::LoopDied("snapshot writer panicked".into())),
         }
         let index = w.meta.last_included_index;
-        self.storage.snapshot_written(index);
+        self.storage.snapshot_written(&w.meta);
         let first = self.core.compact(w.meta.clone());
         self.storage.compact(first.prev())?;
         if index > self.snapshot_index {

@@ -141,17 +141,11 @@ fn report_snapshots(
                 newest = meta.last_included_index;
                 let _ = writeln!(
                     out,
-                    "  {name}  last_included_index {} last_included_term {}  voters {:?}  learners {:?}  {} data bytes  checksum ok",
+                    "  {name}  last_included_index {} last_included_term {}  voters [{}]  learners [{}]  {} data bytes  checksum ok",
                     meta.last_included_index,
                     meta.last_included_term,
-                    meta.voters
-                        .iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>(),
-                    meta.learners
-                        .iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>(),
+                    ids(&meta.voters),
+                    ids(&meta.learners),
                     data.len()
                 );
             }
@@ -165,6 +159,14 @@ fn report_snapshots(
         let _ = writeln!(out, "  {}  unfinished temp file, ignored", temp.display());
     }
     Ok(newest)
+}
+
+fn ids(nodes: &[crate::raft::NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn report_log(

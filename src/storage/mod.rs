@@ -122,7 +122,9 @@ impl Storage {
     ///
     /// `entries` must be contiguous and start at most one past `last_index()` (asserted: a
     /// gap is a caller bug). After a snapshot past the log's end, they may start right after
-    /// the snapshot. On error the node must stop: the WAL refuses all further calls.
+    /// the snapshot. One entry's data may be at most `frame::PAYLOAD_BYTES_MAX` (256 MiB) less
+    /// 17 bytes (asserted: the API bounds request sizes far below). On error the node must
+    /// stop: the WAL refuses all further calls.
     pub fn append(
         &mut self,
         hard_state: Option<&HardState>,
@@ -135,10 +137,19 @@ impl Storage {
     /// It does not compact the log: call `compact` after it. If the log holds entries after
     /// the snapshot but not its last entry with the same term (an installed snapshot that
     /// conflicts, §7), those entries are durably discarded first.
+    ///
+    /// Snapshots only move forward: saving one older than the latest is a caller bug (the core
+    /// ignores stale InstallSnapshot requests) and is asserted, since it would delete the newer.
     pub fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        assert!(
+            meta.last_included_index >= self.wal.snapshot_index(),
+            "snapshot at {} is older than the saved one at {}",
+            meta.last_included_index,
+            self.wal.snapshot_index()
+        );
         self.wal.prepare_snapshot(meta)?;
         snapshot_file::save(&self.dir, meta, data).inspect_err(|_| self.wal.poison())?;
-        self.wal.snapshot_saved(meta.last_included_index);
+        self.wal.snapshot_saved(meta);
         Ok(())
     }
 
@@ -151,10 +162,12 @@ impl Storage {
         &self.dir
     }
 
-    /// A snapshot up to `index` written with `snapshot_file::save` is durable: the log may be
-    /// compacted up to it.
-    pub fn snapshot_written(&mut self, index: Index) {
-        self.wal.snapshot_saved(index);
+    /// A snapshot written with `snapshot_file::save` is durable: the log may be compacted up
+    /// to it. An older one than the latest saved is ignored.
+    pub fn snapshot_written(&mut self, meta: &SnapshotMeta) {
+        if meta.last_included_index > self.wal.snapshot_index() {
+            self.wal.snapshot_saved(meta);
+        }
     }
 
     /// Delete whole segments whose every entry is at or below `up_to` (covered by a snapshot).

@@ -183,9 +183,13 @@ pub fn open(dir: &Path, options: StorageOptions) -> Result<(Wal, Recovered), Sto
     }
     let hard_state = replay.hard_state;
     let active = open_active(dir, &mut infos, wal_last, &hard_state)?;
+    let snapshot_term = snapshot
+        .as_ref()
+        .map_or(Term(0), |(m, _)| m.last_included_term);
     let state = LogState {
         wal_last,
         snapshot_index,
+        snapshot_term,
         hard_state,
         terms,
     };

@@ -44,6 +44,8 @@ pub struct LogState {
     pub wal_last: Index,
     /// The latest durable snapshot's last_included_index (0 if none).
     pub snapshot_index: Index,
+    /// ... and its last_included_term: the term of the entry at `snapshot_index`.
+    pub snapshot_term: Term,
     /// The latest hard state written, copied into each new segment's preamble.
     pub hard_state: HardState,
     /// The term of every entry the WAL holds, as runs: `(first index of the run, term)`,
@@ -215,8 +217,11 @@ impl Wal {
         }
     }
 
-    /// The term of the entry at `index`, if the WAL holds it.
+    /// The term of the entry at `index`, if the WAL or the snapshot holds it.
     pub fn term_at(&self, index: Index) -> Option<Term> {
+        if index == self.state.snapshot_index && index > Index(0) {
+            return Some(self.state.snapshot_term);
+        }
         if index > self.state.wal_last {
             return None;
         }
@@ -255,10 +260,15 @@ impl Wal {
         Ok(())
     }
 
-    /// A snapshot up to `index` is durable: the log before it may be compacted, and an append
-    /// may restart the log right after it.
-    pub fn snapshot_saved(&mut self, index: Index) {
-        self.state.snapshot_index = self.state.snapshot_index.max(index);
+    /// A snapshot is durable: the log before it may be compacted, and an append may restart
+    /// the log right after it.
+    pub fn snapshot_saved(&mut self, meta: &SnapshotMeta) {
+        self.state.snapshot_index = meta.last_included_index;
+        self.state.snapshot_term = meta.last_included_term;
+    }
+
+    pub fn snapshot_index(&self) -> Index {
+        self.state.snapshot_index
     }
 
     /// Mark the storage failed (a snapshot file could not be made durable): see the module

@@ -48,19 +48,9 @@ fn encode_body(body: &MessageBody) -> Body {
             pre_vote: *pre_vote,
             vote_granted: *vote_granted,
         }),
-        MessageBody::AppendEntries {
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit,
-            read_seq,
-        } => Body::AppendEntries(pb::AppendEntries {
-            prev_log_index: prev_log_index.0,
-            prev_log_term: prev_log_term.0,
-            entries: entries.iter().map(encode_entry).collect(),
-            leader_commit: leader_commit.0,
-            read_seq: *read_seq,
-        }),
+        MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. } => {
+            encode_bulk(body)
+        }
         MessageBody::AppendEntriesResponse {
             success,
             last_index,
@@ -84,6 +74,35 @@ fn encode_body(body: &MessageBody) -> Body {
                 index: index.map(|i| i.0),
             })
         }
+        MessageBody::InstallSnapshotResponse {
+            last_included_index,
+            next_offset,
+            done,
+        } => Body::InstallSnapshotResponse(pb::InstallSnapshotResponse {
+            last_included_index: last_included_index.0,
+            next_offset: *next_offset,
+            done: *done,
+        }),
+    }
+}
+
+/// The two messages that carry payload bytes (entries, snapshot chunks). Payloads are `Bytes`
+/// clones: reference counts, not copies.
+fn encode_bulk(body: &MessageBody) -> Body {
+    match body {
+        MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            read_seq,
+        } => Body::AppendEntries(pb::AppendEntries {
+            prev_log_index: prev_log_index.0,
+            prev_log_term: prev_log_term.0,
+            entries: entries.iter().map(encode_entry).collect(),
+            leader_commit: leader_commit.0,
+            read_seq: *read_seq,
+        }),
         MessageBody::InstallSnapshot {
             last_included_index,
             last_included_term,
@@ -97,15 +116,7 @@ fn encode_body(body: &MessageBody) -> Body {
             data: data.clone(),
             done: *done,
         }),
-        MessageBody::InstallSnapshotResponse {
-            last_included_index,
-            next_offset,
-            done,
-        } => Body::InstallSnapshotResponse(pb::InstallSnapshotResponse {
-            last_included_index: last_included_index.0,
-            next_offset: *next_offset,
-            done: *done,
-        }),
+        other => unreachable!("encode_bulk called with {}", other.name()),
     }
 }
 

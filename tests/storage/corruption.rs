@@ -256,3 +256,21 @@ fn corrupt_error_maps_to_exit_code_3() {
         Ok(_) => panic!("must not open"),
     }
 }
+
+#[test]
+fn inspect_names_corruption_without_touching_it() {
+    let dir = build();
+    let sealed = segment_paths(dir.path())[1].clone();
+    flip(&sealed, 60 * 8);
+    let before = dir_contents(dir.path());
+    let report = rocinante::storage::inspect(dir.path()).expect("inspect");
+    assert_eq!(dir_contents(dir.path()), before);
+    for needle in [
+        "00000000000000000007.wal",
+        "DAMAGE at offset",
+        "CORRUPT",
+        "exit code 3",
+    ] {
+        assert!(report.contains(needle), "missing {needle:?} in:\n{report}");
+    }
+}

@@ -177,14 +177,16 @@ fn snapshot(
     conflict: bool,
 ) {
     let index = model.last().saturating_sub(at.0) + at.1;
-    if index <= model.snapshot_index {
+    if index == 0 || index < model.snapshot_index {
         return;
     }
     if conflict {
         model.term += 1;
     }
-    let term = match index.checked_sub(model.snapshot_index + 1) {
-        Some(at) if (at as usize) < model.log.len() && !conflict => model.log[at as usize].term,
+    let term = match (index.checked_sub(model.snapshot_index + 1), &model.snapshot) {
+        _ if conflict => Term(model.term),
+        (Some(at), _) if (at as usize) < model.log.len() => model.log[at as usize].term,
+        (None, Some((meta, _))) => meta.last_included_term,
         _ => Term(model.term),
     };
     if conflict {
