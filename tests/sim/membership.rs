@@ -67,6 +67,12 @@ impl Sim {
     /// Drives the leader until `target` is a committed voter (adding and promoting it as
     /// needed), within `limit_ms`. True on success.
     pub fn make_voter(&mut self, target: usize, limit_ms: Time) -> bool {
+        self.make_member(target, true, limit_ms)
+    }
+
+    /// Drives the leader until `target` is a committed member, a voter if `voter` (a voter
+    /// is never demoted), within `limit_ms`. True on success.
+    pub fn make_member(&mut self, target: usize, voter: bool, limit_ms: Time) -> bool {
         let end = self.now + limit_ms;
         while self.now < end {
             let Some(l) = self.leader() else {
@@ -76,7 +82,8 @@ impl Sim {
             let Some(r) = self.raft(l) else { continue };
             let m = r.membership();
             let me = id(target);
-            if m.voters.contains(&me) && !r.conf_change_pending() {
+            let done = m.voters.contains(&me) || (!voter && m.learners.contains(&me));
+            if done && !r.conf_change_pending() {
                 return true;
             }
             let op = if m.learners.contains(&me) {
@@ -84,8 +91,8 @@ impl Sim {
             } else {
                 ConfChangeOp::AddLearner
             };
-            if !r.conf_change_pending() {
-                let _ = self.try_conf_change(l, op, target);
+            if !r.conf_change_pending() && self.try_conf_change(l, op, target).is_ok() {
+                self.stats.conf_changes += 1;
             }
             self.run_for(20);
         }

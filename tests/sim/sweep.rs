@@ -29,6 +29,8 @@ pub const CHAOS_MS: Time = 10_000;
 pub const LEADER_MS: Time = 2_000;
 /// Bound on committing and applying the sentinel everywhere once there is a leader.
 pub const COMMIT_MS: Time = 2_000;
+/// Bound on applying the sentinel everywhere when nodes were re-added after the faults.
+pub const CATCH_UP_MS: Time = 10_000;
 
 /// What one seed did (printed by the sweep; `hash` is the trace hash).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,6 +41,10 @@ pub struct Summary {
     pub proposals_committed: usize,
     pub reads_served: usize,
     pub crashes: usize,
+    /// Snapshots taken, snapshots installed from a leader, membership changes accepted.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub conf_changes: u64,
     /// Trace lines: delivered and dropped messages plus node events.
     pub lines: u64,
     /// Virtual time the seed covered.
@@ -105,6 +111,9 @@ pub fn run(mut opts: Options) -> Summary {
             .filter(|r| matches!(r.outcome, ReadOutcome::Served(_)))
             .count(),
         crashes: sim.stats.crashes,
+        snapshots_taken: sim.stats.snapshots_taken,
+        snapshots_installed: sim.stats.snapshots_installed,
+        conf_changes: sim.stats.conf_changes,
         lines: sim.trace.lines_count,
         virtual_ms: sim.now,
     }
@@ -201,6 +210,12 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                 sim.read(target);
             }
             75..80 => sim.restart(target),
+            // An operator's membership change, in calm and storm alike.
+            80..82 if sim.opts.membership_changes => {
+                if let Some(l) = leader {
+                    random_conf_change(sim, l, target);
+                }
+            }
             _ => {}
         }
         return;
@@ -332,12 +347,21 @@ pub fn liveness(sim: &mut Sim) {
         sim.restart(i);
     }
     let t0 = sim.now;
-    // Every node back as a voter (removed ones are added and promoted again).
+    // Every node back in its initial role (removed ones are added, and promoted again if
+    // they were voters). A node re-added from far behind must first catch up, entry by entry
+    // or through a snapshot, which a tiny tuning makes slow: it gets CATCH_UP_MS.
+    let changes = sim.stats.conf_changes;
     for i in 0..n {
-        if !sim.make_voter(i, LEADER_MS) {
-            sim.fail(&format!("n{} could not be made a voter again", i + 1));
+        let voter = i < sim.opts.nodes;
+        if !sim.make_member(i, voter, LEADER_MS) {
+            sim.fail(&format!("n{} could not be made a member again", i + 1));
         }
     }
+    let apply_ms = if sim.stats.conf_changes > changes {
+        CATCH_UP_MS
+    } else {
+        COMMIT_MS
+    };
     if !sim.run_until_true(LEADER_MS, stable_leader) {
         sim.fail(&format!(
             "no stable leader {LEADER_MS}ms after the faults stopped"
@@ -346,9 +370,9 @@ pub fn liveness(sim: &mut Sim) {
     let elected_ms = sim.now - t0;
     let sentinel = commit_sentinel(sim);
     let all_applied = |s: &Sim| (0..n).all(|i| s.nodes[i].seen.applied >= sentinel);
-    if !sim.run_until_true(COMMIT_MS, all_applied) {
+    if !sim.run_until_true(apply_ms, all_applied) {
         sim.fail(&format!(
-            "sentinel at {sentinel} not applied everywhere {COMMIT_MS}ms after election"
+            "sentinel at {sentinel} not applied everywhere {apply_ms}ms after election"
         ));
     }
     for p in 0..sim.proposals.len() {
