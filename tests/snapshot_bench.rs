@@ -126,7 +126,10 @@ fn snapshot_figures() {
         bytes.len() >> 20,
         rss2.saturating_sub(rss1) >> 20
     );
-    eprintln!("  write+fsync file:     {save:.2?} ({} MiB on disk)", file_bytes >> 20);
+    eprintln!(
+        "  write+fsync file:     {save:.2?} ({} MiB on disk)",
+        file_bytes >> 20
+    );
     eprintln!("  read file:            {load:.2?}");
     eprintln!("  restore store:        {restore:.2?} (restart / install load time)");
     eprintln!("  loopback 1 MiB chunks {transfer:.2?}");
