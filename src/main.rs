@@ -65,10 +65,54 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Membership changes (API.md §2): `members add ADDRESS:PORT --rest PORT [--learner]`,
+    /// `members remove ID`.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Leadership: `leader transfer ID`.
+    Leader {
+        #[command(subcommand)]
+        command: LeaderCommand,
+    },
     /// Write-ahead log tools.
     Wal {
         #[command(subcommand)]
         command: WalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Add a node: as a voter (added as a learner, promoted once caught up), or a learner.
+    Add {
+        /// The new node's node-to-node address, `ADDRESS:PORT` (its id is FNV-1a 64 of it).
+        endpoint: String,
+        /// The new node's REST port (same address).
+        #[arg(long)]
+        rest: u16,
+        /// Add it as a learner only (receives the log, never votes).
+        #[arg(long)]
+        learner: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a node (voter or learner) by its 16-hex-digit id.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeaderCommand {
+    /// Hand leadership to the voter with this 16-hex-digit id.
+    Transfer {
+        id: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -198,9 +242,69 @@ async fn run_client(command: Command) -> Result<(), CliError> {
         }
         Command::List { prefix, target } => list(&client_for(&target)?, &prefix).await?,
         Command::Status { target } => status(&client_for(&target)?).await?,
+        Command::Members { command } => members(command).await?,
+        Command::Leader {
+            command: LeaderCommand::Transfer { id, target },
+        } => {
+            let client = admin_client_for(&target)?;
+            let j = client.transfer_leader(&id).await?;
+            println!("leader {}", j["leader"].as_str().unwrap_or(&id));
+        }
         Command::Serve(_) | Command::Wal { .. } => {
             return Err(CliError::Usage("not a client command".into()));
         }
+    }
+    Ok(())
+}
+
+/// A client for membership commands: a join may stream a large snapshot before it answers.
+fn admin_client_for(target: &Target) -> Result<Client, CliError> {
+    let endpoints = client_for(target)?.endpoints().to_vec();
+    let policy = RetryPolicy {
+        request_timeout: std::time::Duration::from_secs(70),
+        ..RetryPolicy::default()
+    };
+    Ok(Client::new(endpoints, policy)?)
+}
+
+async fn members(command: MembersCommand) -> Result<(), CliError> {
+    let j = match command {
+        MembersCommand::Add {
+            endpoint,
+            rest,
+            learner,
+            target,
+        } => {
+            let (address, port) = endpoint
+                .rsplit_once(':')
+                .and_then(|(a, p)| Some((a, p.parse::<u16>().ok()?)))
+                .filter(|(a, p)| !a.is_empty() && *p > 0)
+                .ok_or_else(|| CliError::Usage(format!("{endpoint}: expected ADDRESS:PORT")))?;
+            let client = admin_client_for(&target)?;
+            let j = client.add_member(address, port, rest, !learner).await?;
+            println!("added {}", j["id"].as_str().unwrap_or("?"));
+            j
+        }
+        MembersCommand::Remove { id, target } => {
+            let client = admin_client_for(&target)?;
+            let j = client.remove_member(&id).await?;
+            println!("removed {id}");
+            j
+        }
+    };
+    for m in j["members"].as_array().into_iter().flatten() {
+        println!(
+            "{}\t{}:{}\trest {}\t{}",
+            m["id"].as_str().unwrap_or("?"),
+            m["address"].as_str().unwrap_or("?"),
+            m["port"],
+            m["rest"].as_str().unwrap_or("?"),
+            if m["voter"].as_bool() == Some(true) {
+                "voter"
+            } else {
+                "learner"
+            }
+        );
     }
     Ok(())
 }

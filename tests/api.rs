@@ -238,14 +238,41 @@ fn later_issue_routes_answer_501() {
     for (method, target) in [
         ("POST", "/v1/txn"),
         ("GET", "/v1/watch?prefix=a"),
-        ("POST", "/v1/members"),
-        ("DELETE", "/v1/members/0000000000000001"),
-        ("POST", "/v1/leader/transfer?to=0000000000000001"),
         ("POST", "/v1/flows/lb"),
     ] {
         let a = request(&n, method, target, "", b"{}");
         assert_error(&a, 501, "not_implemented", target);
     }
+}
+
+#[test]
+fn membership_rows_check_their_input() {
+    let (_c, n) = node();
+    let bad_bodies: [&[u8]; 3] = [
+        b"{}",
+        br#"{"address":"127.0.0.1","port":0,"rest":1}"#,
+        br#"{"address":"127.0.0.1","port":1,"rest":2,"voter":"yes"}"#,
+    ];
+    for body in bad_bodies {
+        let a = request(&n, "POST", "/v1/members", "", body);
+        assert_error(&a, 400, "bad_request", "POST /v1/members");
+    }
+    let a = request(&n, "DELETE", "/v1/members/00000000000000ab", "", b"");
+    assert_error(&a, 404, "not_found", "DELETE an unknown member");
+    let a = request(&n, "DELETE", "/v1/members/xyz", "", b"");
+    assert_error(&a, 400, "bad_request", "DELETE a malformed id");
+    let a = request(
+        &n,
+        "POST",
+        "/v1/leader/transfer?to=00000000000000ab",
+        "",
+        b"",
+    );
+    assert_error(&a, 409, "not_caught_up", "transfer to a non-voter");
+    let a = request(&n, "POST", "/v1/leader/transfer", "", b"");
+    assert_error(&a, 400, "bad_request", "transfer without ?to");
+    let a = request(&n, "GET", "/v1/members", "", b"");
+    assert_error(&a, 405, "method_not_allowed", "GET /v1/members");
 }
 
 #[test]

@@ -48,6 +48,9 @@ fn sweep(nodes: usize) {
                 total.proposals_committed += s.proposals_committed;
                 total.reads_served += s.reads_served;
                 total.crashes += s.crashes;
+                total.snapshots_taken += s.snapshots_taken;
+                total.snapshots_installed += s.snapshots_installed;
+                total.conf_changes += s.conf_changes;
                 total.lines += s.lines;
                 total.virtual_ms += s.virtual_ms;
             }
@@ -58,7 +61,7 @@ fn sweep(nodes: usize) {
         }
     }
     eprintln!(
-        "sweep {nodes} nodes: seeds {start}..{} in {:.1?}: {} entries committed, {}/{} proposals committed, {} reads served, {} crashes, {} trace lines, {}s virtual",
+        "sweep {nodes} nodes: seeds {start}..{} in {:.1?}: {} entries committed, {}/{} proposals committed, {} reads served, {} crashes, {} snapshots taken, {} installed, {} membership changes, {} trace lines, {}s virtual",
         start + seeds,
         t0.elapsed(),
         total.committed,
@@ -66,6 +69,9 @@ fn sweep(nodes: usize) {
         total.proposals,
         total.reads_served,
         total.crashes,
+        total.snapshots_taken,
+        total.snapshots_installed,
+        total.conf_changes,
         total.lines,
         total.virtual_ms / 1000
     );

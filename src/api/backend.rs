@@ -7,13 +7,17 @@ use std::future::Future;
 use bytes::Bytes;
 
 use crate::kv::command::{Applied, Idempotency, Op};
+use crate::node::MemberAddrs;
 use crate::node::handle::{
-    AnswerMeta, Consistency, KeyValue, ListPage, NodeError, NodeHandle, Status,
+    AdminError, AnswerMeta, Consistency, KeyValue, ListPage, MemberStatus, NodeError, NodeHandle,
+    Status,
 };
+use crate::raft::NodeId;
 
 pub type WriteResult = Result<(Applied, AnswerMeta), NodeError>;
 pub type GetResult = Result<(Option<KeyValue>, AnswerMeta), NodeError>;
 pub type ListResult = Result<(ListPage, AnswerMeta), NodeError>;
+pub type MembersResult = Result<(NodeId, Vec<MemberStatus>), AdminError>;
 
 /// What the API needs from a node (see `NodeHandle` for the meaning of each call).
 pub trait Backend: Clone + Send + Sync + 'static {
@@ -31,6 +35,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
         consistency: Consistency,
     ) -> impl Future<Output = ListResult> + Send;
     fn status(&self) -> Status;
+    /// Membership and leadership (`NodeHandle::add_member` etc.). The defaults refuse, for
+    /// test backends that have no cluster.
+    fn add_member(
+        &self,
+        _addrs: MemberAddrs,
+        _voter: bool,
+    ) -> impl Future<Output = MembersResult> + Send {
+        async { Err(AdminError::Unavailable("no membership here".into())) }
+    }
+    fn remove_member(&self, _id: NodeId) -> impl Future<Output = MembersResult> + Send {
+        async { Err(AdminError::Unavailable("no membership here".into())) }
+    }
+    fn transfer_leader(&self, _to: NodeId) -> impl Future<Output = MembersResult> + Send {
+        async {
+            Err(AdminError::Unavailable(
+                "no leadership transfer here".into(),
+            ))
+        }
+    }
 }
 
 impl Backend for NodeHandle {
@@ -58,5 +81,23 @@ impl Backend for NodeHandle {
 
     fn status(&self) -> Status {
         NodeHandle::status(self)
+    }
+
+    fn add_member(
+        &self,
+        addrs: MemberAddrs,
+        voter: bool,
+    ) -> impl Future<Output = MembersResult> + Send {
+        NodeHandle::add_member(self, addrs, voter)
+    }
+
+    fn remove_member(&self, id: NodeId) -> impl Future<Output = MembersResult> + Send {
+        let h = self.clone();
+        async move { h.remove_member(id).await.map(|m| (id, m)) }
+    }
+
+    fn transfer_leader(&self, to: NodeId) -> impl Future<Output = MembersResult> + Send {
+        let h = self.clone();
+        async move { h.transfer_leader(to).await.map(|id| (id, Vec::new())) }
     }
 }

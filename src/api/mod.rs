@@ -19,6 +19,7 @@ mod error;
 mod forward;
 mod info;
 mod kv;
+mod members;
 mod metrics;
 mod parse;
 mod router;

@@ -1,7 +1,7 @@
 //! Routing: which handler answers a method and path (API.md §3), and the bounded set of route
 //! names metrics are labelled with. Unknown paths are `404 not_found`; a known path with the
 //! wrong method is `405 method_not_allowed` with `Allow`; rows of the contract that later
-//! issues build (txn, watch, members, leader transfer, flows) are `501 not_implemented`.
+//! issues build (txn, watch, flows) are `501 not_implemented`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 use super::error::{ApiError, Body};
-use super::{Backend, Shared, dashboard, info, kv};
+use super::{Backend, Shared, dashboard, info, kv, members};
 
 /// The route name used as a metrics label: a fixed set, whatever the client sends.
 pub fn route_label(method: &Method, path: &str) -> &'static str {
@@ -25,18 +25,16 @@ pub fn route_label(method: &Method, path: &str) -> &'static str {
         (p, &Method::PUT) if p.starts_with("/v1/kv/") => "kv_put",
         (p, &Method::DELETE) if p.starts_with("/v1/kv/") => "kv_delete",
         (p, _) if p.starts_with("/v1/kv/") => "kv_other",
+        ("/v1/members", _) => "members_add",
+        (p, _) if p.starts_with("/v1/members/") => "members_remove",
+        ("/v1/leader/transfer", _) => "leader_transfer",
         (p, _) if is_later_issue(p) => "not_implemented",
         _ => "not_found",
     }
 }
 
 fn is_later_issue(path: &str) -> bool {
-    matches!(
-        path,
-        "/v1/txn" | "/v1/watch" | "/v1/members" | "/v1/leader/transfer"
-    ) || path.starts_with("/v1/members/")
-        || path == "/v1/flows"
-        || path.starts_with("/v1/flows/")
+    matches!(path, "/v1/txn" | "/v1/watch") || path == "/v1/flows" || path.starts_with("/v1/flows/")
 }
 
 /// Answer one request.
@@ -70,14 +68,13 @@ pub async fn dispatch<B: Backend>(
             kv::with_status_meta(&shared, ApiError::not_implemented("POST /v1/txn"))
         }
         "/v1/txn" => kv::with_status_meta(&shared, ApiError::method_not_allowed("POST")),
-        "/v1/members" | "/v1/leader/transfer" if method == Method::POST => {
-            ApiError::not_implemented(&format!("POST {path}")).into_response()
-        }
+        "/v1/members" if method == Method::POST => members::add(&shared, req).await,
+        "/v1/leader/transfer" if method == Method::POST => members::transfer(&shared, req).await,
         "/v1/members" | "/v1/leader/transfer" => {
             ApiError::method_not_allowed("POST").into_response()
         }
         p if p.starts_with("/v1/members/") => match method {
-            Method::DELETE => ApiError::not_implemented("DELETE /v1/members/{id}").into_response(),
+            Method::DELETE => members::remove(&shared, req).await,
             _ => ApiError::method_not_allowed("DELETE").into_response(),
         },
         p if is_later_issue(p) => ApiError::not_implemented("flow tables").into_response(),

@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     log_json: bool,
+    /// Start empty outside the cluster and wait as a learner until a member adds this node
+    /// (`rocinante members add`). The spec lists the cluster's members plus this node; the
+    /// cluster's id is computed without this node, as the members computed it.
+    #[arg(long)]
+    join: bool,
 }
 
 /// Length of one Raft tick: the granularity of election timeouts and heartbeats.
@@ -116,7 +121,7 @@ async fn choose(
     ))
 }
 
-fn node_options(spec: &ClusterSpec, me: &Controller, data_dir: PathBuf) -> NodeOptions {
+fn node_options(spec: &ClusterSpec, me: &Controller, data_dir: PathBuf, join: bool) -> NodeOptions {
     let peers: BTreeMap<_, _> = spec
         .controllers
         .iter()
@@ -128,13 +133,16 @@ fn node_options(spec: &ClusterSpec, me: &Controller, data_dir: PathBuf) -> NodeO
             (c.id(), addrs)
         })
         .collect();
-    let mut o = NodeOptions::new(
-        me.id(),
-        spec.cluster_id().0,
-        spec.name.clone(),
-        peers,
-        data_dir,
-    );
+    let cluster_id = if join {
+        let mut founders = spec.clone();
+        founders.controllers.retain(|c| c.id() != me.id());
+        founders.cluster_id().0
+    } else {
+        spec.cluster_id().0
+    };
+    let mut o = NodeOptions::new(me.id(), cluster_id, spec.name.clone(), peers, data_dir);
+    o.join = join;
+    o.snapshot_threshold = spec.snapshot_threshold;
     // The spec's timing in ticks; the spec guarantees heartbeat < election min < max.
     let tick_ms = spec.heartbeat_ms.clamp(1, TICK_MS_MAX);
     o.tick_ms = tick_ms;
@@ -182,7 +190,7 @@ async fn serve(spec: ClusterSpec, args: ServeArgs) -> u8 {
     tracing::info!(id = %me.id(), grpc = %me.peer_addr(), rest = %me.rest_addr(),
         data_dir = %data_dir.display(), cluster = %spec.name, "starting node");
     let shutdown = CancellationToken::new();
-    let opts = node_options(&spec, &me, data_dir.clone());
+    let opts = node_options(&spec, &me, data_dir.clone(), args.join);
     let running = match node::start_with_listener(opts, grpc, shutdown.clone()).await {
         Ok(r) => r,
         Err(e) => {

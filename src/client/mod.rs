@@ -185,6 +185,39 @@ impl Client {
         self.transport.endpoints()
     }
 
+    /// `POST /v1/members`: add `address:port` (REST on `rest`) as a learner, or as a voter
+    /// (`voter`: added as a learner, promoted once caught up). Returns the answer's JSON
+    /// (`id`, `members`). Catching up may take a while: give the client a long
+    /// `request_timeout`.
+    pub async fn add_member(
+        &self,
+        address: &str,
+        port: u16,
+        rest: u16,
+        voter: bool,
+    ) -> Result<Value, ClientError> {
+        let body =
+            serde_json::json!({"address": address, "port": port, "rest": rest, "voter": voter});
+        let a = self
+            .call("POST", "/v1/members", Bytes::from(body.to_string()), true)
+            .await?;
+        a.json()
+    }
+
+    /// `DELETE /v1/members/{id}` (`id`: 16 hex digits). Returns the answer's JSON (`members`).
+    pub async fn remove_member(&self, id: &str) -> Result<Value, ClientError> {
+        let target = format!("/v1/members/{id}");
+        self.call("DELETE", &target, Bytes::new(), true)
+            .await?
+            .json()
+    }
+
+    /// `POST /v1/leader/transfer?to=ID`. Returns the answer's JSON (`leader`).
+    pub async fn transfer_leader(&self, to: &str) -> Result<Value, ClientError> {
+        let target = format!("/v1/leader/transfer?to={to}");
+        self.call("POST", &target, Bytes::new(), true).await?.json()
+    }
+
     /// One call with leader discovery and retries (see the module doc).
     async fn call(
         &self,

@@ -8,6 +8,7 @@
 //! Everything that arrives while a turn runs (including during its fsync) is the next turn's
 //! batch: that is the group commit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,13 +20,17 @@ use tokio_util::sync::CancellationToken;
 use crate::kv::command::{Command, Idempotency, Op};
 use crate::kv::{Store, StoreConfig};
 use crate::raft::{
-    Config, Index, Message, NodeId, ProposeError, RaftNode, ReadError, ReadId, Restored, Role, Term,
+    Config, Index, Membership, Message, MessageBody, NodeId, ProposeError, RaftNode, ReadError,
+    ReadId, Restored, Role, Term,
 };
 use crate::storage::{Storage, StorageError, StorageOptions};
 use crate::transport::Transport;
 
+use super::MemberAddrs;
 use super::handle::{AnswerMeta, Consistency, NodeError, Status};
+use super::members::PendingAdmin;
 use super::pending::{PendingReads, PendingWrites, Read, Request, WriteReply};
+use super::snapshot::{Snapshots, decode_payload};
 use super::status::{self, Snapshot};
 use super::{NodeOptions, NodeRunError, NodeStartError};
 
@@ -40,6 +45,7 @@ pub(super) struct Parts {
     pub inbox: mpsc::Receiver<Vec<Message>>,
     pub requests: mpsc::Receiver<Request>,
     pub status: watch::Sender<Status>,
+    pub members: crate::transport::server::Members,
 }
 
 /// The loop's state. Only this thread touches `core`, `storage` and `store`.
@@ -69,6 +75,15 @@ pub(super) struct Driver {
     /// The last `leader_time_ms` stamped: stamps never go backwards on this leader.
     last_stamp_ms: u64,
     next_housekeeping: Instant,
+    /// Where every known member listens: the spec's, plus members added by changes.
+    pub(super) peers: BTreeMap<NodeId, MemberAddrs>,
+    /// The senders the gRPC service accepts (shared with it; grown with `peers`).
+    pub(super) members: crate::transport::server::Members,
+    pub(super) snapshots: Snapshots,
+    /// The membership change or transfer being carried out (`members.rs`).
+    pub(super) admin: Option<PendingAdmin>,
+    /// The membership last published in the status.
+    published_membership: Option<Membership>,
 }
 
 /// Build the loop on this (dedicated) thread and run it to completion.
@@ -113,18 +128,27 @@ impl Driver {
             tracing::warn!(node = %opts.id, "storage repair: {repair}");
         }
         let config = StoreConfig::with_window_s(opts.idempotency_window_s);
-        let (store, snapshot) = match recovered.snapshot {
+        let corrupt = |reason: String| {
+            NodeStartError::Storage(StorageError::Corrupt {
+                path: opts.data_dir.clone(),
+                offset: 0,
+                reason,
+            })
+        };
+        let mut peers = opts.peers.clone();
+        let (store, snapshot, latest) = match recovered.snapshot {
             Some((meta, data)) => {
-                let store = Store::restore_with(config, &data).map_err(|e| {
-                    NodeStartError::Storage(StorageError::Corrupt {
-                        path: opts.data_dir.clone(),
-                        offset: 0,
-                        reason: format!("snapshot does not decode: {e}"),
-                    })
-                })?;
-                (store, Some(meta))
+                let (known, store_bytes) = decode_payload(&data)
+                    .ok_or_else(|| corrupt("snapshot payload does not decode".into()))?;
+                let store = Store::restore_with(config, store_bytes)
+                    .map_err(|e| corrupt(format!("snapshot does not decode: {e}")))?;
+                for (id, a) in known {
+                    peers.entry(id).or_insert(a);
+                }
+                let latest = Some((meta.clone(), Bytes::from(data)));
+                (store, Some(meta), latest)
             }
-            None => (Store::new(config), None),
+            None => (Store::new(config), None, None),
         };
         let snapshot_index = snapshot
             .as_ref()
@@ -142,8 +166,9 @@ impl Driver {
             snapshot,
             entries: recovered.entries,
         };
+        let entries = restored.entries.clone();
         let core = RaftNode::new(core_config(&opts), restored);
-        Ok(Driver {
+        let mut d = Driver {
             next_housekeeping: Instant::now()
                 + Duration::from_millis(opts.housekeeping_interval_ms),
             opts,
@@ -163,13 +188,28 @@ impl Driver {
             startup_commit: None,
             last_applied_term: Term(0),
             last_stamp_ms: 0,
-        })
+            peers: BTreeMap::new(),
+            members: parts.members,
+            snapshots: Snapshots::new(latest),
+            admin: None,
+            published_membership: None,
+        };
+        // Members known from the spec, the snapshot and the log (ConfChange contexts).
+        for (id, a) in peers {
+            d.learn_member(id, a);
+        }
+        d.learn_from_entries(&entries);
+        Ok(d)
     }
 
     async fn run(mut self, shutdown: CancellationToken) -> Result<(), NodeRunError> {
         let tick = Duration::from_millis(self.opts.tick_ms);
         let mut next_tick = tokio::time::Instant::now() + tick;
         let result = loop {
+            // Checked every turn: a core that always has a Ready must not delay the stop.
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
             if !self.core.has_ready() {
                 tokio::select! {
                     biased;
@@ -211,6 +251,9 @@ impl Driver {
             let rd = self.core.ready();
             self.execute(rd)?;
         }
+        self.maybe_snapshot()?;
+        self.tick_snapshot_sends();
+        self.check_admin();
         let now = Instant::now();
         self.writes.expire(now);
         self.reads.expire(now);
@@ -238,7 +281,14 @@ impl Driver {
 
     fn step_batch(&mut self, batch: Vec<Message>) {
         for msg in batch {
-            self.core.step(msg);
+            match msg.body {
+                MessageBody::InstallSnapshot { .. }
+                | MessageBody::InstallSnapshotResponse { .. } => {
+                    self.core.step(msg.clone());
+                    self.on_snapshot_message(msg);
+                }
+                _ => self.core.step(msg),
+            }
         }
     }
 
@@ -264,7 +314,12 @@ impl Driver {
             Request::Read { consistency, read } => match consistency {
                 Consistency::Linearizable => self.read_batch.push(read),
                 Consistency::Lease => {
-                    if self.core.role() == Role::Leader && self.core.has_lease() {
+                    // Besides the lease (thesis §6.4.1), a new leader must have applied an
+                    // entry of its own term: before that it may not know everything committed.
+                    if self.core.role() == Role::Leader
+                        && self.core.has_lease()
+                        && self.last_applied_term == self.core.term()
+                    {
                         self.serve(read);
                     } else {
                         read.fail(NodeError::NotLeader {
@@ -274,6 +329,7 @@ impl Driver {
                 }
                 Consistency::Stale => self.serve(read),
             },
+            Request::Admin(req) => self.on_admin(req),
         }
     }
 
@@ -323,6 +379,10 @@ impl Driver {
                 reply,
                 NodeError::Unavailable("too many uncommitted writes".into()),
             ),
+            // Only membership changes get these; a Normal proposal never does.
+            Err(
+                e @ (ProposeError::ConfChangeInProgress | ProposeError::InvalidConfChange { .. }),
+            ) => refuse(reply, NodeError::Unavailable(e.to_string())),
         }
     }
 
@@ -378,7 +438,7 @@ impl Driver {
     }
 
     pub(super) fn rest_of(&self, id: NodeId) -> Option<(NodeId, String)> {
-        self.opts.peers.get(&id).map(|a| (id, a.rest.clone()))
+        self.peers.get(&id).map(|a| (id, a.rest.clone()))
     }
 
     pub(super) fn leader_addr(&self) -> Option<(NodeId, String)> {
@@ -412,7 +472,7 @@ impl Driver {
         let snap = Snapshot {
             role,
             term: self.core.term(),
-            leader: leader.and_then(|id| self.opts.peers.get(&id).map(|a| (id, a.rest.as_str()))),
+            leader: leader.and_then(|id| self.peers.get(&id).map(|a| (id, a.rest.as_str()))),
             commit_index: self.core.commit_index(),
             applied_index: self.last_applied,
             last_log_index: self.core.last_index(),
@@ -420,7 +480,17 @@ impl Driver {
             ready,
             progress: &progress,
         };
-        self.status.send_if_modified(|s| status::refresh(s, &snap));
+        let membership = self.core.membership();
+        let members = (self.published_membership.as_ref() != Some(&membership))
+            .then(|| self.member_statuses());
+        self.published_membership = Some(membership);
+        self.status.send_if_modified(|s| {
+            let changed = members.is_some();
+            if let Some(m) = members {
+                s.members = m;
+            }
+            status::refresh(s, &snap) || changed
+        });
     }
 
     /// Stop accepting, let in-flight requests finish (up to `shutdown_grace_ms`), answer the
@@ -448,6 +518,7 @@ impl Driver {
         self.writes.fail_all(NodeError::Timeout);
         self.reads
             .fail_all(NodeError::Unavailable("node is stopping".into()));
+        self.finish_snapshot_write()?;
         tracing::info!(node = %self.opts.id, "stopped");
         Ok(())
     }
@@ -462,7 +533,7 @@ impl Driver {
             .core
             .progress()
             .into_iter()
-            .filter(|(id, _)| *id != self.opts.id && self.opts.voters.contains(id))
+            .filter(|(id, _)| *id != self.opts.id && self.core.membership().voters.contains(id))
             .max_by_key(|(_, m)| *m);
         if let Some((to, _)) = best {
             self.core.transfer_leadership(to);
@@ -481,6 +552,7 @@ fn refuse_stopping(req: Request) {
             let _ = reply.send(Err(err));
         }
         Request::Read { read, .. } => read.fail(err),
+        Request::Admin(_) => {} // dropping the reply answers "node is stopping"
     }
 }
 
@@ -493,6 +565,17 @@ fn core_config(opts: &NodeOptions) -> Config {
         opts.id.0 ^ nanos
     });
     let mut config = Config::new(opts.id, opts.voters.clone(), seed);
+    if opts.join {
+        // A joiner knows the cluster's voters and waits as a learner until it is added
+        // (a snapshot or the log then brings the real membership).
+        config.voters.retain(|v| *v != opts.id);
+        config.learners = vec![opts.id];
+    }
+    config.compaction_tail_entries = opts.compaction_tail_entries;
+    // The core asks for a snapshot again if the runtime's transfer went silent for twice
+    // the runtime's own transfer timeout.
+    config.snapshot_timeout_ticks =
+        (2 * opts.snapshot_transfer_timeout_ms / opts.tick_ms.max(1)).max(1);
     config.election_ticks_min = opts.election_ticks_min;
     config.election_ticks_max = opts.election_ticks_max;
     config.heartbeat_ticks = opts.heartbeat_ticks;

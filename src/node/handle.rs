@@ -103,6 +103,32 @@ pub enum NodeError {
     Timeout,
 }
 
+/// Why a membership change or leadership transfer did not happen (API.md §3 rows
+/// `/v1/members`, `/v1/leader/transfer`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// Ask the leader (id, REST "host:port") instead.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// Another change is in progress (or this leader has not committed in its term yet): 409.
+    #[error("a membership change is in progress")]
+    ChangeInProgress,
+    /// No member has this id: 404.
+    #[error("unknown member {0}")]
+    UnknownMember(NodeId),
+    /// The transfer target is not a caught-up voter (or the transfer was abandoned): 409.
+    #[error("{0} is not a caught-up voter")]
+    NotCaughtUp(NodeId),
+    /// The request makes no sense (400).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Proposed but not seen committed in time: the change may still happen (504).
+    #[error("timed out; outcome unknown")]
+    Timeout,
+}
+
 /// Cloneable handle to the runtime. Every method is cancel-safe: dropping the future abandons
 /// the wait, never the write (a proposed write may still be applied).
 #[derive(Clone)]
@@ -212,6 +238,56 @@ impl NodeHandle {
         })?;
         self.wait(rx, NodeError::Unavailable("node is stopping".into()))
             .await
+    }
+
+    /// Add a member (as a learner, or as a voter: learner first, promoted once caught up), or
+    /// promote an existing learner (`voter`). Answers the members once committed.
+    pub async fn add_member(
+        &self,
+        addrs: super::MemberAddrs,
+        voter: bool,
+    ) -> Result<(NodeId, Vec<MemberStatus>), AdminError> {
+        let (reply, rx) = oneshot::channel();
+        let req = super::members::AdminRequest::Add {
+            addrs,
+            voter,
+            reply,
+        };
+        self.admin(req, rx).await
+    }
+
+    /// Remove a member (voter or learner). Answers the remaining members once committed.
+    pub async fn remove_member(&self, id: NodeId) -> Result<Vec<MemberStatus>, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.admin(super::members::AdminRequest::Remove { id, reply }, rx)
+            .await
+            .map(|(_, m)| m)
+    }
+
+    /// Hand leadership to voter `to` (thesis §3.10); answers once `to` leads.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<NodeId, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.admin(super::members::AdminRequest::Transfer { to, reply }, rx)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    async fn admin(
+        &self,
+        req: super::members::AdminRequest,
+        rx: super::members::AdminReceiver,
+    ) -> Result<(NodeId, Vec<MemberStatus>), AdminError> {
+        self.submit(Request::Admin(req)).map_err(|e| match e {
+            NodeError::Unavailable(m) => AdminError::Unavailable(m),
+            _ => AdminError::Unavailable("node unavailable".into()),
+        })?;
+        // The loop answers at its own (longer) admin deadline; this one only guards a stuck loop.
+        let wait = self.wait_max + Duration::from_millis(super::members::ADMIN_TIMEOUT_MS);
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(AdminError::Unavailable("node is stopping".into())),
+            Err(_) => Err(AdminError::Timeout),
+        }
     }
 
     /// The latest status the loop published (cheap: no message to the loop).

@@ -18,8 +18,10 @@
 
 mod driver;
 pub mod handle;
+pub mod members;
 mod pending;
 mod ready;
+mod snapshot;
 mod status;
 
 use std::collections::{BTreeMap, HashSet};
@@ -34,7 +36,8 @@ use crate::raft::NodeId;
 use crate::storage::{Fsync, StorageError};
 use crate::transport::{self, PeerLimits, Transport, TransportStats};
 
-pub use handle::NodeHandle;
+pub use handle::{AdminError, NodeHandle};
+pub use members::member_id;
 
 /// Where one member listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +90,17 @@ pub struct NodeOptions {
     /// How long a graceful stop waits for in-flight requests before answering them.
     pub shutdown_grace_ms: u64,
     pub peer_limits: PeerLimits,
+    /// Take a snapshot once this many entries were applied since the last one (§7).
+    pub snapshot_threshold: u64,
+    /// Entries kept before a snapshot when compacting (for slightly slow followers).
+    pub compaction_tail_entries: u64,
+    /// Bytes per InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// A snapshot transfer with no progress for this long is abandoned and retried.
+    pub snapshot_transfer_timeout_ms: u64,
+    /// This node starts empty outside the cluster, as a learner-to-be (`serve --join`): it
+    /// never campaigns until a member adds and promotes it. Ignored once it has state.
+    pub join: bool,
     /// Seed of the core's RNG (election timeouts); `None`: derived from the id and the clock.
     pub seed: Option<u64>,
 }
@@ -125,6 +139,11 @@ impl NodeOptions {
             uncommitted_entries_max: 100_000,
             shutdown_grace_ms: 2000,
             peer_limits: PeerLimits::default(),
+            snapshot_threshold: 10_000,
+            compaction_tail_entries: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_transfer_timeout_ms: 10_000,
+            join: false,
             seed: None,
         }
     }
@@ -133,6 +152,9 @@ impl NodeOptions {
         let bad = |m: &str| Err(NodeStartError::Options(m.to_string()));
         if !self.peers.contains_key(&self.id) {
             return bad("this node's id is not among the peers");
+        }
+        if self.snapshot_threshold == 0 || self.snapshot_chunk_bytes == 0 {
+            return bad("snapshot_threshold and snapshot_chunk_bytes must be positive");
         }
         if self.voters.iter().any(|v| !self.peers.contains_key(v)) {
             return bad("a voter is not among the peers");
@@ -248,7 +270,7 @@ pub async fn start_with_listener(
     let (inbox_tx, inbox_rx) = mpsc::channel(opts.inbox_batches_max);
     let (req_tx, req_rx) = mpsc::channel(opts.requests_queued_max);
     let (status_tx, status_rx) = watch::channel(status::initial(&opts));
-    let (transport, server) = start_network(
+    let (transport, server, member_set) = start_network(
         &opts,
         listener,
         inbox_tx,
@@ -263,6 +285,7 @@ pub async fn start_with_listener(
         inbox: inbox_rx,
         requests: req_rx,
         status: status_tx,
+        members: member_set,
     };
     let thread_shutdown = shutdown.clone();
     std::thread::Builder::new()
@@ -314,6 +337,7 @@ fn start_network(
 ) -> (
     Transport,
     tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    transport::server::Members,
 ) {
     let peers: Vec<_> = opts
         .peers
@@ -338,6 +362,7 @@ fn start_network(
         stats,
         net_shutdown.clone(),
     );
+    let member_set = service.members();
     let server = tokio::spawn(transport::serve(listener, service, net_shutdown));
-    (transport, server)
+    (transport, server, member_set)
 }

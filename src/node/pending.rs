@@ -34,6 +34,8 @@ pub(super) enum Request {
         consistency: Consistency,
         read: Read,
     },
+    /// Membership changes and leadership transfer (`members.rs`).
+    Admin(super::members::AdminRequest),
 }
 
 /// A read and where its answer goes.

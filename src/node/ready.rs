@@ -19,7 +19,17 @@ impl Driver {
         // 1. Thesis §10.2.1: the leader replicates before its own fsync; it counts itself
         //    toward a quorum only once `persisted` below reports the write.
         self.transport.send(rd.messages_before_persist);
-        // 2. Group commit: the whole turn's hard state and entries, one write, one fsync.
+        // 2. An installed snapshot first (storage discards the entries it conflicts with),
+        //    loaded into the store at once; then the group commit: the whole turn's hard
+        //    state and entries, one write, one fsync.
+        if let Some(meta) = &rd.snapshot {
+            self.install_staged(meta)?;
+        }
+        // A membership change is in effect from its append (§4.1): reach new members now.
+        self.learn_from_entries(&rd.entries);
+        if !rd.snapshot_requests.is_empty() {
+            self.start_snapshot_sends(rd.snapshot_requests);
+        }
         if rd.hard_state.is_some() || !rd.entries.is_empty() {
             self.storage.append(rd.hard_state.as_ref(), &rd.entries)?;
         }

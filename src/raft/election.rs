@@ -196,9 +196,10 @@ impl RaftNode {
         (last_log_index, last_log_term): (Index, Term),
         leadership_transfer: bool,
     ) {
-        if !self.is_voter() {
-            return;
-        }
+        // Thesis §4.1: votes are answered whatever our own configuration says. A node that
+        // thinks it is a learner (or removed) may be a voter in the candidate's newer
+        // configuration, which may need its vote; a candidate counts only its own voters, so a
+        // learner's vote counts for nothing anywhere else.
         let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
         let (granted, reply_term) = if pre_vote {
             // Granted if the candidate could win a real election at `term` with our vote: its

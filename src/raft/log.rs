@@ -261,6 +261,67 @@ impl RaftLog {
     pub(super) fn applied_sent(&self) -> Index {
         self.applied_sent
     }
+
+    /// The log's offset: the last index no longer held in memory (a snapshot covers it).
+    pub(super) fn first_index(&self) -> Index {
+        self.snapshot_index.next()
+    }
+
+    /// The offset and its term: the oldest point the log can anchor an AppendEntries at.
+    pub(super) fn offset(&self) -> (Index, Term) {
+        (self.snapshot_index, self.snapshot_term)
+    }
+
+    /// Log compaction (§7): forget every entry up to `index`, which a durable snapshot covers.
+    /// Clamped to what is both persisted and handed to the state machine (never drop what
+    /// storage or the state machine still needs from us). Returns the new offset.
+    pub(super) fn compact_to(&mut self, index: Index) -> Index {
+        let index = index.min(self.persisted_index).min(self.applied_sent);
+        if index <= self.snapshot_index {
+            return self.snapshot_index;
+        }
+        let Some(term) = self.term_at(index) else {
+            return self.snapshot_index;
+        };
+        let drop = (index.0 - self.snapshot_index.0) as usize;
+        self.entries.drain(..drop);
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        self.check();
+        index
+    }
+
+    /// An installed snapshot (§7, InstallSnapshot receiver rules 6 and 7): if the log holds the
+    /// snapshot's last entry with the same term, the entries after it are kept; otherwise the
+    /// whole log is discarded. Everything up to `index` is committed and handed to the state
+    /// machine (which loads the snapshot). Returns true if a suffix was kept.
+    pub(super) fn install_snapshot(&mut self, index: Index, term: Term) -> bool {
+        let keep = index > self.snapshot_index && self.term_at(index) == Some(term);
+        if keep {
+            let drop = (index.0 - self.snapshot_index.0) as usize;
+            self.entries.drain(..drop);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        // The runtime makes the snapshot durable before the rest of the Ready (see `Ready`).
+        self.persisted_index = self.persisted_index.max(index);
+        self.unstable_from = self.unstable_from.max(index.next());
+        if !keep {
+            self.persisted_index = index;
+            self.unstable_from = index.next();
+        }
+        self.commit_index = self.commit_index.max(index);
+        self.applied_sent = index;
+        self.check();
+        keep
+    }
+
+    /// Every entry still in memory (membership replay at start-up and after an install).
+    pub(super) fn all(&self) -> &[Entry] {
+        &self.entries
+    }
 }
 
 #[cfg(test)]

@@ -70,8 +70,9 @@ pub enum MessageBody {
         id: ReadId,
         index: Option<Index>,
     },
-    /// InstallSnapshot (§7), chunked. Filled in by the snapshot issue; here so the wire format
-    /// and the runtime have a place for it.
+    /// InstallSnapshot (§7), one chunk: `data` is the snapshot's bytes from `offset`, `done`
+    /// on the last chunk. Built and assembled by the runtime (see `raft/snapshot.rs`); the
+    /// core only applies the term rules and resets the election timer.
     InstallSnapshot {
         last_included_index: Index,
         last_included_term: Term,

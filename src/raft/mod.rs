@@ -57,6 +57,17 @@
 //! leader whose majority answered within `election_ticks_min` minus a margin holds a lease
 //! (`has_lease`, thesis §6.4.1) and may serve reads without a round.
 //!
+//! **Snapshots (§7).** The runtime snapshots its state machine at an applied index and, once
+//! the snapshot is durable, calls `compact`; the log forgets what the snapshot covers. A peer
+//! that needs forgotten entries gets the snapshot instead: the leader lists it in
+//! `Ready::snapshot_requests`, the runtime streams the bytes in chunks, and the follower's
+//! runtime hands the assembled snapshot to `install_snapshot`, which resets the log (keeping a
+//! suffix that matches) and returns it in `Ready::snapshot` to persist and load.
+//!
+//! **Membership (thesis ch. 4).** `propose_conf_change` adds a learner, promotes one, or
+//! removes a node, one server at a time; each configuration takes effect as soon as its entry
+//! is appended. Learners replicate the log but never vote, campaign or count toward a quorum.
+//!
 //! **Leadership transfer (thesis §3.10).** The leader stops taking proposals, brings the target
 //! up to date, and sends it TimeoutNow; the target campaigns at once, and voters skip their
 //! check-quorum lease for it. The transfer is abandoned after `election_ticks_min`.
@@ -64,7 +75,8 @@
 //! # Reading order
 //!
 //! `types.rs`, `message.rs`, `node.rs` (the contract), then `election.rs`, `replication.rs`,
-//! `read_index.rs`; `log.rs`, `progress.rs`, `quorum.rs` are the small concepts they use.
+//! `read_index.rs`, `snapshot.rs`, `membership.rs`; `log.rs`, `progress.rs`, `quorum.rs` are
+//! the small concepts they use.
 //!
 //! # Implementation caveats
 //!
@@ -102,14 +114,31 @@
 //!   `ReadFailure::LeadershipLost` (the request or its answer may have been lost).
 //! * commit_index is not persisted (figure 2 makes it volatile): after a restart the node
 //!   relearns it from the leader, so `Ready::committed_entries` starts after the snapshot.
-//! * Snapshots (§7) and membership changes (thesis ch. 4) are not implemented yet: the log
-//!   already has an offset (`snapshot_index`/`snapshot_term`) and restarts from a
-//!   `SnapshotMeta`, `InstallSnapshot` messages are ignored, and the leader never needs them
-//!   because it keeps its whole log. A peer whose `next_index` falls below the snapshot simply
-//!   gets nothing until InstallSnapshot exists.
+//! * Snapshots never carry their bytes through the core (`snapshot.rs`): the core tracks a
+//!   peer's transfer only as Snapshot progress mode, paused until the follower's final
+//!   acknowledgement, a failure report from the runtime (retried after `election_ticks_min`)
+//!   or `snapshot_timeout_ticks` without news (asked again). Chunks and their offsets are the
+//!   runtime's business; the follower's core only checks that they come from its leader.
+//! * A follower whose commit index already covers an arriving snapshot does not install it,
+//!   but still acknowledges its index: everything up to there is in its log and durable by
+//!   the time the acknowledgement leaves (it is queued behind the persist step).
+//! * Compaction keeps `compaction_tail_entries` before the snapshot in memory only; storage
+//!   may drop more, so after a restart the log starts right after the snapshot.
+//! * Membership (`membership.rs`) uses single-server changes only (no joint consensus),
+//!   effective on append, one at a time, and never before the leader committed an entry of
+//!   its term. `Config::voters`/`learners` are the *initial* configuration; a snapshot's
+//!   membership and the ConfChange entries after it replace them. Messages from outside the
+//!   configuration are heard (thesis §4.1: a leader may be in a configuration this node has
+//!   not seen yet). A removed node that never learned of its removal may campaign; pre-vote
+//!   and check-quorum (thesis §4.2.3) keep it from disrupting a cluster that has a leader.
+//! * A removed leader steps down when its removal commits without handing leadership over:
+//!   the remaining voters elect a leader after an election timeout. (The runtime's graceful
+//!   stop transfers leadership first.)
 
 mod election;
+mod inspect;
 mod log;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod progress;
@@ -117,8 +146,10 @@ pub mod quorum;
 pub mod read_index;
 mod replication;
 mod role;
+mod snapshot;
 pub mod types;
 
+pub use membership::{ConfChange, ConfChangeOp, Membership};
 pub use message::{Message, MessageBody, ReadId};
 pub use node::{
     Config, ConfigError, ProposeError, RaftNode, ReadError, ReadFailure, ReadState, Ready,

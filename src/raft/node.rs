@@ -7,12 +7,15 @@
 //!
 //! `RaftNode`'s methods are spread by idea: `read_index` and `has_lease` are in
 //! `read_index.rs`, `transfer_leadership` in `replication.rs`, the election rules in
-//! `election.rs`. This file holds the struct, the inputs' entry points and `ready()`.
+//! `election.rs`, snapshots (`compact`, `install_snapshot`...) in `snapshot.rs`, membership
+//! changes in `membership.rs`, read-only views (`role`, `term`, `progress`...) in
+//! `inspect.rs`. This file holds the struct, the inputs' entry points and `ready()`.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::log::RaftLog;
+use super::membership::{ConfChange, ConfTracker, membership_of};
 use super::message::{Message, MessageBody, ReadId};
 use super::role::RoleState;
 use super::types::{Entry, EntryKind, HardState, Index, NodeId, Role, SnapshotMeta, Term};
@@ -51,6 +54,12 @@ pub struct Config {
     /// At most this many entry bytes in one `Ready::committed_entries` (at least one entry is
     /// always handed out); the rest follow in the next `ready()`.
     pub committed_bytes_max: u64,
+    /// Entries kept in memory before a snapshot's index when compacting (§7), so a follower
+    /// slightly behind still gets entries instead of a whole snapshot.
+    pub compaction_tail_entries: u64,
+    /// A leader asks the runtime to send a snapshot to a peer again when it heard nothing of
+    /// the transfer (no `InstallSnapshotResponse`) for this many ticks.
+    pub snapshot_timeout_ticks: u64,
     /// Seed of this node's RNG (election timeouts). The simulator derives it from its seed.
     pub seed: u64,
 }
@@ -89,6 +98,8 @@ impl Config {
             uncommitted_entries_max: 100_000,
             pending_reads_max: 100_000,
             committed_bytes_max: 64 << 20,
+            compaction_tail_entries: 1_000,
+            snapshot_timeout_ticks: 100,
             seed,
         }
     }
@@ -113,6 +124,7 @@ impl Config {
             || self.uncommitted_entries_max == 0
             || self.pending_reads_max == 0
             || self.committed_bytes_max == 0
+            || self.snapshot_timeout_ticks == 0
         {
             return Err(ConfigError::Limits);
         }
@@ -124,7 +136,9 @@ impl Config {
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub hard_state: HardState,
-    /// The latest snapshot's metadata, if any (its data is the runtime's business).
+    /// The latest snapshot's metadata, if any (its data is the runtime's business, loaded into
+    /// the state machine before the node is created). Its membership replaces the one in
+    /// `Config`.
     pub snapshot: Option<SnapshotMeta>,
     /// Every entry after the snapshot, in order, contiguous.
     pub entries: Vec<Entry>,
@@ -139,6 +153,13 @@ pub enum ProposeError {
     Transferring,
     #[error("too many uncommitted entries")]
     Busy,
+    /// Thesis ch. 4: a membership change is already in progress (appended, not committed), or
+    /// this leader has not yet committed an entry of its term. Retry shortly.
+    #[error("a membership change is in progress")]
+    ConfChangeInProgress,
+    /// The membership change makes no sense from the current configuration.
+    #[error("invalid membership change: {reason}")]
+    InvalidConfChange { reason: &'static str },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -178,14 +199,20 @@ pub struct SoftState {
 /// 1. Send `messages_before_persist` (only a leader's AppendEntries: thesis §10.2.1 allows the
 ///    leader to replicate before its own fsync, because it counts itself toward a quorum only for
 ///    what it has reported persisted).
-/// 2. Persist `hard_state` (when `Some`) and `entries` in one write and one fsync. `entries`
-///    may start at or below the current last index: storage first truncates every entry at or
-///    after `entries[0].index` (§5.3 conflict), then appends.
+/// 2. If `snapshot` is `Some` (a snapshot installed from the leader, see `snapshot.rs`), save
+///    it durably first (storage discards the log entries it conflicts with, §7). Then persist
+///    `hard_state` (when `Some`) and `entries` in one write and one fsync. `entries` may start
+///    at or below the current last index: storage first truncates every entry at or after
+///    `entries[0].index` (§5.3 conflict), then appends.
 /// 3. Send `messages`: they may acknowledge what step 2 persisted (votes, AppendEntries
-///    successes), so they must never leave before it.
-/// 4. Apply `committed_entries` to the state machine, in order, and answer waiting clients.
+///    successes, an installed snapshot), so they must never leave before it.
+/// 4. Load `snapshot` into the state machine (if `Some`), then apply `committed_entries`, in
+///    order, and answer waiting clients.
 /// 5. Serve `read_states` whose index is applied; fail `failed_reads`.
 /// 6. Call `persisted(last index, its term)` for step 2 and `applied(index)` for step 4.
+///
+/// `snapshot_requests` (leader only) may be started at any point: stream the latest snapshot
+/// to each peer listed (see `snapshot.rs`); a peer already being streamed to needs nothing new.
 #[derive(Clone, Debug, Default)]
 pub struct Ready {
     pub soft_state: Option<SoftState>,
@@ -196,6 +223,10 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
     pub failed_reads: Vec<(ReadId, ReadFailure)>,
+    /// A snapshot installed from the leader: persist (step 2), then load (step 4).
+    pub snapshot: Option<SnapshotMeta>,
+    /// Peers the runtime should stream the latest snapshot to (§7).
+    pub snapshot_requests: Vec<NodeId>,
 }
 
 impl Ready {
@@ -209,6 +240,8 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
             && self.failed_reads.is_empty()
+            && self.snapshot.is_none()
+            && self.snapshot_requests.is_empty()
     }
 }
 
@@ -250,6 +283,16 @@ pub struct RaftNode {
     pub(super) forwarded_reads: Vec<(ReadId, NodeId, u64)>,
     /// Highest index the runtime reported applied (`applied`); never beyond what was handed out.
     pub(super) last_applied: Index,
+    /// The membership: the base configuration and the ConfChange entries in the log
+    /// (`membership.rs`); `config.voters/learners` always mirror its current value.
+    pub(super) conf: ConfTracker,
+    /// The latest snapshot (index 0 when none); see `snapshot.rs`.
+    pub(super) snapshot: SnapshotMeta,
+    /// An installed snapshot not yet handed out in `Ready::snapshot`.
+    pub(super) pending_snapshot: Option<SnapshotMeta>,
+    /// Peers to stream a snapshot to, drained by `ready()`; at most one entry per peer per
+    /// `snapshot_timeout_ticks`.
+    pub(super) snapshot_requests: Vec<NodeId>,
     prev_soft: SoftState,
     prev_hard: HardState,
 }
@@ -266,10 +309,14 @@ impl RaftNode {
         if let Err(e) = config.validate() {
             panic!("invalid raft config: {e}");
         }
-        let (snap_index, snap_term) = restored.snapshot.as_ref().map_or((Index(0), Term(0)), |s| {
-            (s.last_included_index, s.last_included_term)
+        let snapshot = restored.snapshot.unwrap_or_else(|| SnapshotMeta {
+            voters: config.voters.clone(),
+            learners: config.learners.clone(),
+            ..SnapshotMeta::default()
         });
+        let (snap_index, snap_term) = (snapshot.last_included_index, snapshot.last_included_term);
         let log = RaftLog::restore(snap_index, snap_term, restored.entries);
+        let conf = ConfTracker::new(snap_index, membership_of(&snapshot));
         let mut node = RaftNode {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -288,6 +335,10 @@ impl RaftNode {
             failed_reads: Vec::new(),
             forwarded_reads: Vec::new(),
             last_applied: snap_index,
+            conf,
+            snapshot,
+            pending_snapshot: None,
+            snapshot_requests: Vec::new(),
             prev_soft: SoftState {
                 role: Role::Follower,
                 term: Term(0),
@@ -296,6 +347,9 @@ impl RaftNode {
             },
             prev_hard: restored.hard_state,
         };
+        let entries = node.log.all().to_vec();
+        node.conf.append(&entries);
+        node.adopt_conf();
         node.reset_election_timer();
         node.prev_soft = node.soft_state();
         node
@@ -312,10 +366,12 @@ impl RaftNode {
         }
     }
 
-    /// Handle one message from a peer. Messages from unknown senders or old terms are dropped
-    /// (answered where the paper says to answer), never a panic.
+    /// Handle one message from a peer. Messages of old terms are dropped (answered where the
+    /// paper says to answer), never a panic. Senders outside our configuration are heard
+    /// (thesis §4.1): a leader may be in a configuration we have not seen yet; their votes and
+    /// acknowledgements count for nothing unless they are in ours.
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.config.id || msg.from == self.config.id || !self.is_member(msg.from) {
+        if msg.to != self.config.id || msg.from == self.config.id || msg.from == NodeId(0) {
             return;
         }
         if !self.step_term(&msg) {
@@ -346,9 +402,12 @@ impl RaftNode {
             MessageBody::ReadIndexResponse { id, index } => {
                 self.handle_read_index_response(from, id, index)
             }
-            // Snapshots arrive with the snapshot issue; until then a leader never sends them
-            // (it keeps its whole log), so ignoring them loses nothing.
-            MessageBody::InstallSnapshot { .. } | MessageBody::InstallSnapshotResponse { .. } => {}
+            MessageBody::InstallSnapshot { .. } => self.handle_install_snapshot(from, msg.term),
+            MessageBody::InstallSnapshotResponse {
+                last_included_index,
+                done,
+                ..
+            } => self.handle_install_snapshot_response(from, last_included_index, done),
         }
     }
 
@@ -359,9 +418,25 @@ impl RaftNode {
         self.propose_entry(EntryKind::Normal, data)
     }
 
-    /// Append an entry of any kind (leader only); `propose` is the `Normal` case. The limit is
+    /// Append an entry of any kind (leader only); `propose` is the `Normal` case, and a
+    /// `ConfChange` goes through `propose_conf_change`'s rules. The limit is
     /// `uncommitted_entries_max` entries appended but not yet committed.
     pub fn propose_entry(
+        &mut self,
+        kind: EntryKind,
+        data: bytes::Bytes,
+    ) -> Result<(Index, Term), ProposeError> {
+        if kind == EntryKind::ConfChange {
+            let cc = ConfChange::decode(&data).ok_or(ProposeError::InvalidConfChange {
+                reason: "undecodable",
+            })?;
+            return self.propose_conf_change(cc);
+        }
+        self.append_proposal(kind, data)
+    }
+
+    /// The leader appends a proposal at the end of its log (§5.3).
+    pub(super) fn append_proposal(
         &mut self,
         kind: EntryKind,
         data: bytes::Bytes,
@@ -380,12 +455,17 @@ impl RaftNode {
         }
         let index = self.log.last_index().next();
         let term = self.current_term;
-        self.log.append(Entry {
+        let entry = Entry {
             term,
             index,
             kind,
             data,
-        });
+        };
+        if kind == EntryKind::ConfChange {
+            // Thesis §4.1: the new configuration is in effect from its append.
+            self.conf_appended(std::slice::from_ref(&entry));
+        }
+        self.log.append(entry);
         Ok((index, term))
     }
 
@@ -401,6 +481,7 @@ impl RaftNode {
     /// Everything accumulated since the last call; see `Ready` for the execution order.
     pub fn ready(&mut self) -> Ready {
         if matches!(self.role, RoleState::Leader(_)) {
+            self.request_snapshots();
             self.flush_leader();
         }
         let soft = self.soft_state();
@@ -418,6 +499,8 @@ impl RaftNode {
             committed_entries: self.log.take_committed(self.config.committed_bytes_max),
             read_states: std::mem::take(&mut self.read_states),
             failed_reads: std::mem::take(&mut self.failed_reads),
+            snapshot: self.pending_snapshot.take(),
+            snapshot_requests: std::mem::take(&mut self.snapshot_requests),
         }
     }
 
@@ -432,6 +515,9 @@ impl RaftNode {
             || !self.read_states.is_empty()
             || !self.failed_reads.is_empty()
             || self.leader_has_sends()
+            || self.pending_snapshot.is_some()
+            || !self.snapshot_requests.is_empty()
+            || self.snapshot_requests_due()
     }
 
     /// Storage has durably written the log up to `index`, whose entry has term `term`. If the
@@ -449,88 +535,8 @@ impl RaftNode {
         self.last_applied = self.last_applied.max(index);
     }
 
-    pub fn id(&self) -> NodeId {
-        self.config.id
-    }
-    pub fn role(&self) -> Role {
-        match self.role {
-            RoleState::Follower if !self.is_voter() => Role::Learner,
-            RoleState::Follower => Role::Follower,
-            RoleState::PreCandidate { .. } => Role::PreCandidate,
-            RoleState::Candidate { .. } => Role::Candidate,
-            RoleState::Leader(_) => Role::Leader,
-        }
-    }
-    pub fn term(&self) -> Term {
-        self.current_term
-    }
-    pub fn leader(&self) -> Option<NodeId> {
-        self.leader
-    }
-    pub fn commit_index(&self) -> Index {
-        self.log.commit_index()
-    }
-    pub fn last_index(&self) -> Index {
-        self.log.last_index()
-    }
-    /// The term of the last entry in the log (§5.4.1's "last log term").
-    pub fn last_term(&self) -> Term {
-        self.log.last_term()
-    }
-    /// Highest index the runtime reported applied.
-    pub fn last_applied(&self) -> Index {
-        self.last_applied
-    }
-    /// Highest index storage reported durable.
-    pub fn persisted_index(&self) -> Index {
-        self.log.persisted_index()
-    }
-    pub fn hard_state(&self) -> HardState {
-        HardState {
-            current_term: self.current_term,
-            voted_for: self.voted_for,
-        }
-    }
-    pub fn soft_state(&self) -> SoftState {
-        SoftState {
-            role: self.role(),
-            term: self.current_term,
-            leader: self.leader,
-            commit_index: self.log.commit_index(),
-        }
-    }
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-    /// The target of the leadership transfer in progress, if any.
-    pub fn transferring_to(&self) -> Option<NodeId> {
-        match &self.role {
-            RoleState::Leader(l) => l.transfer.as_ref().map(|t| t.to),
-            _ => None,
-        }
-    }
-    /// The leader's view of each peer's `match_index` (empty on a follower).
-    pub fn progress(&self) -> Vec<(NodeId, Index)> {
-        match &self.role {
-            RoleState::Leader(l) => l
-                .progress
-                .iter()
-                .map(|(id, p)| (*id, p.match_index))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-    /// Entries in `[from, to]` still in memory (for tests and the simulator's checks).
-    pub fn entries(&self, from: Index, to: Index) -> Vec<Entry> {
-        self.log.slice(from, to, u64::MAX)
-    }
-
     pub(super) fn is_voter(&self) -> bool {
         self.config.voters.contains(&self.config.id)
-    }
-
-    pub(super) fn is_member(&self, id: NodeId) -> bool {
-        self.config.voters.contains(&id) || self.config.learners.contains(&id)
     }
 
     /// Queue a message for after the persist step (see `Ready`).

@@ -21,6 +21,7 @@ use super::types::{Index, Term};
 pub enum Mode {
     Probe,
     Replicate,
+    Snapshot,
 }
 
 /// The in-flight window of a peer in Replicate mode: one record per AppendEntries carrying
@@ -99,6 +100,9 @@ pub struct Progress {
     /// row it stayed there with entries in flight (a lost AppendEntries; see `heartbeat_round`).
     match_at_heartbeat: Index,
     stalled_rounds: u64,
+    /// Snapshot mode only: ticks left before the leader asks the runtime for the snapshot
+    /// (again). 0 means "ask at the next `ready()`".
+    pub snapshot_wait_ticks: u64,
 }
 
 impl Progress {
@@ -115,6 +119,7 @@ impl Progress {
             acked_seq: 0,
             match_at_heartbeat: Index(0),
             stalled_rounds: 0,
+            snapshot_wait_ticks: 0,
         }
     }
 
@@ -123,6 +128,7 @@ impl Progress {
         match self.mode {
             Mode::Probe => !self.probe_sent,
             Mode::Replicate => !self.inflights.full(),
+            Mode::Snapshot => false,
         }
     }
 
@@ -134,6 +140,7 @@ impl Progress {
                 self.inflights.add(last, bytes);
                 self.next_index = last.next();
             }
+            Mode::Snapshot => {}
         }
     }
 
@@ -157,7 +164,27 @@ impl Progress {
         self.match_at_heartbeat = self.match_index;
     }
 
-    fn become_probe(&mut self, next_index: Index) {
+    /// The peer needs a snapshot (its next_index is compacted away): stop sending entries.
+    pub fn become_snapshot(&mut self) {
+        self.mode = Mode::Snapshot;
+        self.probe_sent = false;
+        self.stalled_rounds = 0;
+        self.inflights.reset();
+        self.snapshot_wait_ticks = 0;
+    }
+
+    /// The peer installed a snapshot ending at `index` (it acknowledged it after making it
+    /// durable): it matches up to there; probe just after it.
+    pub fn snapshot_installed(&mut self, index: Index) {
+        if index > self.match_index {
+            self.match_index = index;
+        }
+        if self.mode == Mode::Snapshot || self.next_index <= index {
+            self.become_probe(index.next());
+        }
+    }
+
+    pub(super) fn become_probe(&mut self, next_index: Index) {
         self.mode = Mode::Probe;
         self.probe_sent = false;
         self.stalled_rounds = 0;
@@ -172,6 +199,11 @@ impl Progress {
             return false;
         }
         self.match_index = index;
+        if self.mode == Mode::Snapshot {
+            // A heartbeat answer: news about match_index, but the transfer goes on.
+            self.next_index = self.next_index.max(index.next());
+            return true;
+        }
         self.next_index = self.next_index.max(index.next());
         self.inflights.free_to(index);
         if self.mode == Mode::Probe {
@@ -187,10 +219,17 @@ impl Progress {
     /// index to try computed from the follower's hint. Returns false for a stale rejection
     /// (of a message older than what we already know matched, or not the outstanding probe).
     pub fn reject(&mut self, rejected: Index, hint_next: Index) -> bool {
-        if rejected <= self.match_index {
+        if self.mode == Mode::Snapshot {
             return false;
         }
-        if self.mode == Mode::Probe && rejected != self.next_index.prev() {
+        let stale = rejected <= self.match_index
+            || (self.mode == Mode::Probe && rejected != self.next_index.prev());
+        if stale {
+            // The peer is alive: a lost probe is retried (as a heartbeat's success would; a
+            // heartbeat anchored at a compacted log's offset may be rejected instead).
+            if self.mode == Mode::Probe {
+                self.probe_sent = false;
+            }
             return false;
         }
         self.become_probe(hint_next.min(rejected));

@@ -24,6 +24,7 @@ impl RaftNode {
     pub(super) fn tick_leader(&mut self) {
         let min = self.config.election_ticks_min;
         let hb = self.config.heartbeat_ticks;
+        self.tick_snapshots();
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -184,9 +185,14 @@ impl RaftNode {
         }
         match self.log.merge(&entries) {
             Err(_) => return,
-            Ok(Some(at)) => self.withdraw_acks_from(at),
+            Ok(Some(at)) => {
+                self.withdraw_acks_from(at);
+                self.conf_truncated(at);
+            }
             Ok(None) => {}
         }
+        // Thesis §4.1: a configuration is in effect as soon as it is in the log.
+        self.conf_appended(&entries);
         let last_new = Index(prev_log_index.0 + entries.len() as u64);
         // §5.3 rule 5: commit_index = min(leader_commit, index of last new entry).
         self.log.commit_to(leader_commit.min(last_new));
@@ -275,6 +281,7 @@ impl RaftNode {
             l.commit_changed = true;
             // Thesis §6.4: reads wait for the first commit of the leader's term.
             l.reads.release_deferred(candidate);
+            self.maybe_step_down_removed();
         }
     }
 
@@ -302,7 +309,7 @@ impl RaftNode {
         self.maybe_send_timeout_now(to);
     }
 
-    fn maybe_send_timeout_now(&mut self, peer: NodeId) {
+    pub(super) fn maybe_send_timeout_now(&mut self, peer: NodeId) {
         let last = self.log.last_index();
         let RoleState::Leader(l) = &mut self.role else {
             return;
@@ -353,7 +360,7 @@ fn send_entries(
     let mut sent = false;
     while pr.can_send() && pr.next_index <= log.last_index() {
         let prev = pr.next_index.prev();
-        // Below the snapshot only InstallSnapshot helps (the snapshot issue); wait.
+        // Below the log's offset only a snapshot helps (`request_snapshots`).
         let Some(prev_term) = log.term_at(prev) else {
             break;
         };
@@ -384,8 +391,11 @@ fn send_heartbeat(
     pr: &Progress,
     out: &mut Vec<Message>,
 ) {
-    let prev = pr.match_index;
-    let prev_term = log.term_at(prev).unwrap_or(Term(0));
+    // Compacted away: anchor at the log's offset instead (a success there is still true).
+    let (prev, prev_term) = match log.term_at(pr.match_index) {
+        Some(t) => (pr.match_index, t),
+        None => log.offset(),
+    };
     out.push(append_msg(ctx, to, (prev, prev_term), Vec::new()));
 }
 

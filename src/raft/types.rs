@@ -100,7 +100,8 @@ pub struct HardState {
 }
 
 /// Where a snapshot ends: the last entry it covers, and the membership as of that entry.
-/// Used from the snapshot issue on; present now so the types do not change then.
+/// Stored with the snapshot's bytes, so a node restarting or installing it knows its term
+/// and membership.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SnapshotMeta {
     pub last_included_index: Index,

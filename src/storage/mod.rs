@@ -153,6 +153,23 @@ impl Storage {
         Ok(())
     }
 
+    /// The data directory, for writing a snapshot of this node's own applied state off the
+    /// runtime's loop (`snapshot_file::save`), followed by `snapshot_written`. Only for a
+    /// snapshot whose last entry the log holds (so nothing needs discarding, unlike an
+    /// installed one: use `save_snapshot` for those), and never while another save runs
+    /// (`snapshot_file::save` deletes every other snapshot file).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A snapshot written with `snapshot_file::save` is durable: the log may be compacted up
+    /// to it. An older one than the latest saved is ignored.
+    pub fn snapshot_written(&mut self, meta: &SnapshotMeta) {
+        if meta.last_included_index > self.wal.snapshot_index() {
+            self.wal.snapshot_saved(meta);
+        }
+    }
+
     /// Delete whole segments whose every entry is at or below `up_to` (covered by a snapshot).
     /// Capped at the latest saved snapshot; the active segment is never deleted.
     pub fn compact(&mut self, up_to: Index) -> Result<(), StorageError> {

@@ -69,6 +69,11 @@ pub struct Transport {
     peers: HashMap<NodeId, Arc<PeerShared>>,
     limits: PeerLimits,
     stats: Arc<TransportStats>,
+    /// What `add_peer` needs to start a sender later (membership changes).
+    self_id: NodeId,
+    cluster_id: u64,
+    shutdown: CancellationToken,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Transport {
@@ -82,31 +87,50 @@ impl Transport {
         stats: Arc<TransportStats>,
         shutdown: CancellationToken,
     ) -> Transport {
-        let mut map = HashMap::new();
-        for (id, addr) in peers {
-            let shared = Arc::new(PeerShared {
-                queue: Mutex::new(Vec::new()),
-                notify: Notify::new(),
-                connected: AtomicBool::new(false),
-            });
-            let sender = PeerSender {
-                from: self_id,
-                to: *id,
-                addr: addr.clone(),
-                cluster_id,
-                shared: shared.clone(),
-                limits: limits.clone(),
-                stats: stats.clone(),
-                shutdown: shutdown.clone(),
-            };
-            tokio::spawn(sender.run());
-            map.insert(*id, shared);
-        }
-        Transport {
-            peers: map,
+        let mut t = Transport {
+            peers: HashMap::new(),
             limits,
             stats,
+            self_id,
+            cluster_id,
+            shutdown,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        for (id, addr) in peers {
+            t.add_peer(*id, addr.clone());
         }
+        t
+    }
+
+    /// Start sending to a new member at `addr` (a membership change added it). A peer that is
+    /// already known keeps its sender. Callable from any thread: the sender runs on the
+    /// runtime `start` was called on.
+    pub fn add_peer(&mut self, id: NodeId, addr: String) {
+        if id == self.self_id || self.peers.contains_key(&id) {
+            return;
+        }
+        let shared = Arc::new(PeerShared {
+            queue: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+            connected: AtomicBool::new(false),
+        });
+        let sender = PeerSender {
+            from: self.self_id,
+            to: id,
+            addr,
+            cluster_id: self.cluster_id,
+            shared: shared.clone(),
+            limits: self.limits.clone(),
+            stats: self.stats.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        self.runtime.spawn(sender.run());
+        self.peers.insert(id, shared);
+    }
+
+    /// Whether a sender to `id` exists.
+    pub fn has_peer(&self, id: NodeId) -> bool {
+        self.peers.contains_key(&id)
     }
 
     /// Queue `msgs` to their receivers. Messages to unknown nodes are dropped (the core only

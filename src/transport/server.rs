@@ -28,10 +28,14 @@ pub type Inbox = mpsc::Sender<Vec<Message>>;
 /// 16 MiB, plus one AppendEntries of at most `msg_bytes_max`): larger ones end the stream.
 pub const BATCH_DECODE_BYTES_MAX: usize = 64 << 20;
 
+/// The senders a node accepts batches from: its members, grown by membership changes (the
+/// runtime adds a member as soon as the change adding it is in the log).
+pub type Members = Arc<std::sync::RwLock<HashSet<NodeId>>>;
+
 pub struct RaftService {
     cluster_id: u64,
     self_id: NodeId,
-    members: Arc<HashSet<NodeId>>,
+    members: Members,
     inbox: Inbox,
     stats: Arc<TransportStats>,
     shutdown: CancellationToken,
@@ -49,11 +53,16 @@ impl RaftService {
         RaftService {
             cluster_id,
             self_id,
-            members: Arc::new(members),
+            members: Arc::new(std::sync::RwLock::new(members)),
             inbox,
             stats,
             shutdown,
         }
+    }
+
+    /// The shared member set, for the runtime to add members to.
+    pub fn members(&self) -> Members {
+        self.members.clone()
     }
 
     /// Check the batch header; on success decode its messages (dropping the bad ones).
@@ -68,7 +77,11 @@ impl RaftService {
             );
             return Err(Status::permission_denied("cluster id mismatch"));
         }
-        if from == self.self_id || !self.members.contains(&from) || batch.to != self.self_id.0 {
+        let known = match self.members.read() {
+            Ok(m) => m.contains(&from),
+            Err(poisoned) => poisoned.into_inner().contains(&from),
+        };
+        if from == self.self_id || !known || batch.to != self.self_id.0 {
             TransportStats::add(&self.stats.batches_rejected, 1);
             tracing::warn!(%from, to = batch.to, "rejecting batch from an unknown sender");
             return Err(Status::permission_denied("unknown sender or receiver"));

@@ -22,13 +22,26 @@ fn proposals_redirected_on_follower_and_bounded_on_leader() {
     assert_eq!(c.node(1).propose(Bytes::from("x")), Err(ProposeError::Busy));
 }
 
+// Reference: thesis §4.1: "a server accepts AppendEntries requests from a leader that is not
+// part of the server's latest configuration. Otherwise, a new server could never be added to
+// the cluster" (nor could a node that missed its own re-addition ever catch up).
+#[test]
+fn a_leader_outside_our_configuration_is_followed() {
+    let mut n = restored_node(config(1, 3), 2, &[1, 2]);
+    n.step(msg(9, 1, 3, append((2, 2), vec![entry(3, 3)], 3)));
+    assert_eq!((n.term(), n.leader()), (Term(3), Some(id(9))));
+    let out = msgs(&drive(&mut n));
+    assert_eq!(out[0].body, ae_response(true, 3, (0, 0), 0));
+    assert_eq!(n.commit_index(), Index(3));
+}
+
 // Reference: a peer controls what it sends; unknown senders, impossible indexes and malformed
 // batches are dropped or answered, never a panic, and never corrupt the log.
 #[test]
 fn malformed_and_unknown_messages_are_handled_safely() {
     let mut n = restored_node(config(1, 3), 2, &[1, 2]);
-    n.step(msg(99, 1, 9, append((0, 0), vec![entry(1, 9)], 1)));
-    assert_eq!(n.term(), Term(2), "unknown sender ignored");
+    n.step(msg(0, 1, 9, append((0, 0), vec![entry(1, 9)], 1)));
+    assert_eq!(n.term(), Term(2), "the reserved id 0 is ignored");
     n.step(msg(2, 1, 2, append((u64::MAX, 2), vec![], u64::MAX)));
     let out = msgs(&drive(&mut n));
     assert_eq!(out[0].body, ae_response(false, u64::MAX, (3, 0), 0));
@@ -82,8 +95,8 @@ fn malformed_and_unknown_messages_are_handled_safely() {
     assert_eq!(l.role(), Role::Leader);
 }
 
-// Reference: thesis §4.2.1 learners (non-voting members) receive the log but never vote,
-// campaign or count toward a quorum.
+// Reference: thesis §4.2.1 learners (non-voting members) receive the log but never campaign
+// or count toward a quorum (an election or a commit).
 #[test]
 fn learner_replicates_but_never_votes_or_campaigns() {
     let voters = ids(3);

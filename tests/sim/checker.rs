@@ -44,13 +44,14 @@ pub struct Observed {
 }
 
 pub struct Checker {
-    voters: usize,
-    quorum: usize,
     leaders: BTreeMap<Term, usize>,
     leader_logs: BTreeMap<Term, Vec<Entry>>,
     log_matching: HashMap<(Index, Term), (Entry, Term)>,
     /// The committed log: index i at position i - 1.
     pub committed: Vec<Entry>,
+    /// The state digest after applying committed index i, at position i - 1 (snapshots are
+    /// checked against it).
+    committed_digests: Vec<u64>,
     /// For each committed index, the term of the node that first reported it committed: at
     /// or above the term in which it was committed.
     commit_terms: Vec<Term>,
@@ -66,11 +67,11 @@ fn who(node: usize) -> String {
 }
 
 impl Checker {
-    /// `voters`: nodes 0..voters vote and count toward a quorum; any others are learners.
+    /// Who votes and counts toward a quorum is each node's own configuration, passed to
+    /// `on_observe` (membership changes move it); `voters` is the initial voter count.
     pub fn new(voters: usize, unique_payloads: bool) -> Checker {
         Checker {
-            voters,
-            quorum: voters / 2 + 1,
+            committed_digests: Vec::new(),
             leaders: BTreeMap::new(),
             leader_logs: BTreeMap::new(),
             log_matching: HashMap::new(),
@@ -89,6 +90,18 @@ impl Checker {
 
     pub fn commit_index(&self) -> Index {
         Index(self.committed.len() as u64)
+    }
+
+    /// The committed state's digest at `index` (0 for the empty prefix), if committed.
+    pub fn digest_at(&self, index: Index) -> Option<u64> {
+        match index.0 as usize {
+            0 => Some(0),
+            k => self.committed_digests.get(k - 1).copied(),
+        }
+    }
+
+    pub fn digests(&self) -> &[u64] {
+        &self.committed_digests
     }
 
     /// A node handed `entries` to storage in a `Ready`; `log` is its in-memory log before them
@@ -194,8 +207,8 @@ impl Checker {
     }
 
     /// After a turn: the node's role, term, commit index and in-memory log. `durable` is every
-    /// node's storage (to check that what is committed is durable on a quorum). Returns the
-    /// indexes that became committed cluster-wide.
+    /// node's storage (to check that what is committed is durable on a quorum of one of
+    /// `voters`, the configurations the node may have decided the commit under). Returns the indexes that became committed cluster-wide.
     #[allow(clippy::too_many_arguments)]
     pub fn on_observe(
         &mut self,
@@ -207,6 +220,7 @@ impl Checker {
         log: &[Entry],
         seen: &mut Observed,
         durable: &[&DurableStorage],
+        voters: &[Vec<usize>],
     ) -> Result<std::ops::Range<usize>, String> {
         if term < seen.term {
             return Err(format!(
@@ -236,9 +250,11 @@ impl Checker {
                 log.len()
             ));
         }
-        if node >= self.voters
-            && matches!(role, Role::Leader | Role::Candidate | Role::PreCandidate)
-        {
+        // A node that is not a voter in its own configuration never campaigns (a leader that
+        // removed itself keeps leading until the removal commits, thesis §4.2.2, so only
+        // campaigning is checked; a learner can become leader only through it).
+        let own_voter = voters.first().is_none_or(|v| v.contains(&node));
+        if !own_voter && matches!(role, Role::Candidate | Role::PreCandidate) {
             return Err(format!(
                 "learner {} became {role:?} in term {term}",
                 who(node)
@@ -260,7 +276,7 @@ impl Checker {
                         super::trace::entry(c)
                     ));
                 }
-                None => self.on_newly_committed(e, term, durable)?,
+                None => self.on_newly_committed(e, term, durable, voters)?,
             }
         }
         seen.term = term;
@@ -299,20 +315,23 @@ impl Checker {
     }
 
     /// `e` just became known as committed, by a node at `term` (so committed at or before it).
-    fn on_newly_committed(&mut self, e: &Entry, term: Term, durable: &[&DurableStorage]) -> Check {
+    fn on_newly_committed(
+        &mut self,
+        e: &Entry,
+        term: Term,
+        durable: &[&DurableStorage],
+        voters: &[Vec<usize>],
+    ) -> Check {
         let k = e.index.0 as usize - 1;
-        // Only voters count: a learner's copy does not make an entry safe (§5.4.1 needs the
-        // voters of every future election to intersect the ones that stored it).
-        let holders = durable
-            .iter()
-            .take(self.voters)
-            .filter(|d| d.entries.get(k) == Some(e))
-            .count();
-        if holders < self.quorum {
+        let durable_on_quorum =
+            |vs: &Vec<usize>| vs.iter().filter(|&&v| durable[v].holds(e)).count() > vs.len() / 2;
+        if !voters.iter().any(durable_on_quorum) {
+            let holders: Vec<usize> = (0..durable.len())
+                .filter(|&v| durable[v].holds(e))
+                .collect();
             return Err(format!(
-                "committed {} is durable on only {holders} voters (quorum {})",
+                "committed {} is durable only on {holders:?}, not a quorum of any of {voters:?}",
                 super::trace::entry(e),
-                self.quorum
             ));
         }
         for (t, log) in self.leader_logs.range(Term(term.0 + 1)..) {
@@ -331,6 +350,8 @@ impl Checker {
                 ));
             }
         }
+        let prev = self.committed_digests.last().copied().unwrap_or(0);
+        self.committed_digests.push(super::storage::digest(prev, e));
         self.committed.push(e.clone());
         self.commit_terms.push(term);
         Ok(())
@@ -449,6 +470,19 @@ impl Checker {
                 who(node),
                 durable.last_index()
             )),
+            MessageBody::InstallSnapshotResponse {
+                last_included_index,
+                done: true,
+                ..
+            } if *last_included_index > durable.last_index()
+                && *last_included_index > durable.snapshot_index() =>
+            {
+                Err(format!(
+                    "{} acknowledged snapshot {last_included_index} with only {} durable",
+                    who(node),
+                    durable.last_index()
+                ))
+            }
             _ => Ok(()),
         }
     }

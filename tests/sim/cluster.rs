@@ -24,6 +24,7 @@ use rocinante::raft::{
 
 use super::checker::{Checker, Observed};
 use super::network::{Drop, Event, EventQueue, Network, Time};
+use super::snapshots::{Incoming, Outgoing};
 use super::storage::DurableStorage;
 use super::trace::{self, Trace};
 
@@ -58,6 +59,16 @@ pub struct Options {
     /// Fault injection into the simulator itself, to prove the checker bites: at each crash
     /// the disk also loses up to 3 entries it had acknowledged as durable (a lying fsync).
     pub lying_disk: bool,
+    /// Each node snapshots and compacts once its applied index passes its last snapshot by
+    /// this many entries (`None`: never, the log grows).
+    pub snapshot_every: Option<u64>,
+    /// Bytes per InstallSnapshot chunk (small, so transfers take several chunks).
+    pub snapshot_chunk_bytes: usize,
+    /// Nodes with an index at or above this start outside the cluster, empty, as joiners
+    /// (learners-to-be, `rocinante serve --join`); `None`: every node is a voter.
+    pub initial_voters: Option<usize>,
+    /// The sweep's nemesis also removes, adds and promotes nodes.
+    pub membership_changes: bool,
     /// Overrides of the core's defaults, the same on every node.
     pub tuning: Option<Tuning>,
     /// Check lease reads (`has_lease`); `SIM_LEASE_CHECK=0` turns it off.
@@ -132,6 +143,10 @@ impl Options {
             unique_payloads: false,
             replay: String::from("cargo test --test simulation <this test> -- --nocapture"),
             lying_disk: false,
+            snapshot_every: None,
+            snapshot_chunk_bytes: 16,
+            initial_voters: None,
+            membership_changes: false,
             learners: 0,
             tuning: None,
             lease_check: !std::env::var("SIM_LEASE_CHECK").is_ok_and(|v| v == "0"),
@@ -148,6 +163,8 @@ pub(crate) enum Input {
     Read(usize),
     Transfer(NodeId),
     Campaign,
+    /// A membership change proposed by an operator.
+    ConfChange(rocinante::raft::ConfChange),
 }
 
 /// What became of a client proposal.
@@ -199,6 +216,12 @@ pub struct Stats {
     pub entry_bytes: u64,
     pub append_rejects: u64,
     pub crashes: usize,
+    /// Snapshots taken (saved and compacted) and installed from a leader.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    /// Snapshot chunks sent, and membership changes a leader accepted.
+    pub snapshot_chunks: u64,
+    pub conf_changes: u64,
     pub delivered: u64,
 }
 
@@ -218,6 +241,14 @@ pub struct SimNode {
     pub(crate) waiting_reads: Vec<ReadState>,
     /// False freezes the node's clock (golden scenarios).
     pub ticking: bool,
+    /// State digest after applying index i, at position i - 1 (see `storage::digest`).
+    pub digests: Vec<u64>,
+    /// Snapshot transfers this node streams, per peer (`snapshots.rs`).
+    pub outgoing: BTreeMap<NodeId, Outgoing>,
+    /// The snapshot this node is receiving.
+    pub incoming: Option<Incoming>,
+    /// An installed snapshot's state, waiting for its `Ready::snapshot`.
+    pub staged: Option<(rocinante::raft::SnapshotMeta, u64)>,
     /// The clock of this incarnation was frozen at some point: its time no longer advances
     /// with the others', so lease reads (which assume it does) are not checked on it.
     pub clock_skewed: bool,
@@ -308,6 +339,10 @@ impl Sim {
                 applied_log: Vec::new(),
                 waiting_reads: Vec::new(),
                 ticking: true,
+                digests: Vec::new(),
+                outgoing: BTreeMap::new(),
+                incoming: None,
+                staged: None,
                 clock_skewed: false,
             });
             // Nodes' clocks are not in phase, as on real machines.
@@ -318,10 +353,15 @@ impl Sim {
     }
 
     pub(crate) fn config(&self, node: usize, incarnation: u32) -> Config {
-        let voters = (0..self.opts.nodes).map(id).collect();
-        let learners = (self.opts.nodes..self.opts.nodes + self.opts.learners)
+        let k = self.opts.initial_voters.unwrap_or(self.opts.nodes);
+        let voters = (0..k.min(self.opts.nodes)).map(id).collect();
+        let mut learners: Vec<NodeId> = (self.opts.nodes..self.opts.nodes + self.opts.learners)
             .map(id)
             .collect();
+        if node >= k && node < self.opts.nodes {
+            // A joiner: it knows the cluster, and waits as a learner until a member adds it.
+            learners.push(id(node));
+        }
         let seed = mix(self.opts.seed ^ mix(node as u64) ^ mix(u64::from(incarnation) << 32));
         let mut c = Config::new(id(node), voters, seed);
         c.learners = learners;
@@ -454,6 +494,11 @@ impl Sim {
 
     pub(crate) fn send(&mut self, msg: Message) {
         let (from, to) = (index_of(msg.from), index_of(msg.to));
+        if msg.to == super::nemesis::STRANGER {
+            // Heard (thesis §4.1), but nothing reaches a node outside the cluster.
+            self.log(format!("{} DROPPED (stranger)", trace::message(&msg)));
+            return;
+        }
         if to >= self.nodes.len() {
             self.fail(&format!("n{} sent to unknown node {}", from + 1, msg.to.0));
         }
@@ -467,6 +512,7 @@ impl Sim {
                 self.stats.append_rejects += 1
             }
             MessageBody::RequestVote { .. }
+            | MessageBody::InstallSnapshot { .. }
             | MessageBody::TimeoutNow
             | MessageBody::ReadIndexRequest { .. } => self.stats.rpcs += 1,
             _ => {}

@@ -93,6 +93,9 @@ fn golden_election() {
 #[test]
 fn golden_conflict() {
     let mut s = golden_sim(3, "conflict");
+    // n1's clock is paused below: a lease assumes bounded clock drift (thesis §6.4.1), which a
+    // paused process breaks, so lease reads are not checked in this scenario.
+    s.opts.lease_check = false;
     elect_n1(&mut s);
     s.propose(0, "a").ok();
     s.run_for(10);

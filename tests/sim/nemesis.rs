@@ -7,11 +7,14 @@
 //! builds a new `RaftNode` from exactly what is durable (`Restored`, no snapshot yet).
 
 use rand::Rng;
-use rocinante::raft::RaftNode;
+use rocinante::raft::{Index, RaftNode};
 
 use super::checker::Observed;
 use super::cluster::{Outcome, ReadOutcome, Sim};
 use super::network::NetConfig;
+
+/// The id of the node outside the cluster that `inject_stranger` impersonates.
+pub const STRANGER: rocinante::raft::NodeId = rocinante::raft::NodeId(0xdead);
 
 impl Sim {
     /// Crashes `node` now (no-op if it is down).
@@ -33,6 +36,10 @@ impl Sim {
                 (true, c) if c == len + 1 => (rd.hard_state, len),
                 (true, c) => (None, c),
             };
+            if cut > 0 && rd.snapshot.is_some() {
+                // An installed snapshot is the first record of the stream.
+                self.persist_snapshot(node, &rd);
+            }
             let removed = self.nodes[node].storage.write(hs, &rd.entries, keep);
             let r = self.checker.on_persist(node, hs, &removed);
             self.check(r);
@@ -49,6 +56,11 @@ impl Sim {
             let lie = self.rng.random_range(0..=3usize);
             let d = &mut self.nodes[node].storage.entries;
             d.truncate(d.len().saturating_sub(lie));
+            if d.is_empty() && lie > 0 {
+                // Lying about a snapshot too: the log restarts at nothing.
+                self.nodes[node].storage.snapshot = None;
+                self.nodes[node].storage.offset = rocinante::raft::Index(0);
+            }
             lost.push_str(&format!(" (lying disk: lost {lie} durable entries)"));
         }
         let n = &mut self.nodes[node];
@@ -57,7 +69,11 @@ impl Sim {
         n.log.clear();
         n.seen = Observed::default();
         n.applied_log.clear();
+        n.digests.clear();
         n.waiting_reads.clear();
+        n.outgoing.clear();
+        n.incoming = None;
+        n.staged = None;
         let inbox = std::mem::take(&mut n.inbox);
         for input in inbox {
             self.drop_input(input);
@@ -86,8 +102,17 @@ impl Sim {
         let r = self.checker.on_restart(node, raft.hard_state());
         self.check(r);
         let hs = raft.hard_state();
+        let snap = self.nodes[node].storage.snapshot.clone();
+        let snap_index = snap
+            .as_ref()
+            .map_or(Index(0), |(m, _)| m.last_included_index);
+        let mut log = self.checker.committed[..snap_index.0 as usize].to_vec();
+        log.extend_from_slice(&self.nodes[node].storage.entries);
+        self.nodes[node].log = log;
+        if let Some((m, state)) = snap {
+            self.load_snapshot(node, m.last_included_index, state);
+        }
         let n = &mut self.nodes[node];
-        n.log = n.storage.entries.clone();
         n.raft = Some(raft);
         n.clock_skewed = !n.ticking;
         let len = n.log.len();
@@ -182,13 +207,15 @@ impl Sim {
         }
     }
 
-    /// A message from a node outside the cluster (a misconfigured peer): the core must drop
-    /// it, whatever it says (node.rs: "messages from unknown senders ... are dropped").
+    /// A message from a node outside the cluster (a misconfigured peer, or a leader of a
+    /// configuration this node has not seen). The core hears it (thesis §4.1: a server accepts
+    /// AppendEntries from a leader outside its configuration); whatever it says, safety must
+    /// hold, and its answers go nowhere (the transport is what keeps real strangers out).
     pub fn inject_stranger(&mut self) {
         let Some(mut msg) = self.old_messages.back().cloned() else {
             return;
         };
-        msg.from = rocinante::raft::NodeId(0xdead);
+        msg.from = STRANGER;
         msg.term = rocinante::raft::Term(msg.term.0 + self.rng.random_range(0..3));
         self.log(format!("STRANGER {}", super::trace::message(&msg)));
         let to = super::cluster::index_of(msg.to);

@@ -5,7 +5,9 @@
 //! leader, sometimes to anybody) and ask for reads; the nemesis crashes and restarts nodes,
 //! reshapes the network (random bipartitions, an isolated leader, a leader that can only send
 //! or only receive, random one-way cuts) and changes loss, duplication and delay. Every step is
-//! checked by the checker as it happens.
+//! checked by the checker as it happens. Per seed, nodes may also snapshot and compact every
+//! few entries (so InstallSnapshot runs under the same faults) and the nemesis may remove, add
+//! and promote nodes (thesis ch. 4); the liveness phase first restores every node as a voter.
 //!
 //! Liveness, once the faults stop: a leader within LEADER_MS, then a sentinel proposal
 //! committed and applied on every node within COMMIT_MS, after which every proposal must be
@@ -27,6 +29,8 @@ pub const CHAOS_MS: Time = 10_000;
 pub const LEADER_MS: Time = 2_000;
 /// Bound on committing and applying the sentinel everywhere once there is a leader.
 pub const COMMIT_MS: Time = 2_000;
+/// Bound on applying the sentinel everywhere when nodes were re-added after the faults.
+pub const CATCH_UP_MS: Time = 10_000;
 
 /// What one seed did (printed by the sweep; `hash` is the trace hash).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +41,10 @@ pub struct Summary {
     pub proposals_committed: usize,
     pub reads_served: usize,
     pub crashes: usize,
+    /// Snapshots taken, snapshots installed from a leader, membership changes accepted.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub conf_changes: u64,
     /// Trace lines: delivered and dropped messages plus node events.
     pub lines: u64,
     /// Virtual time the seed covered.
@@ -52,6 +60,13 @@ pub fn run_seed(nodes: usize, seed: u64, replay: String) -> Summary {
 /// One seed of the sweep with the given options (clients' payloads are always unique).
 pub fn run(mut opts: Options) -> Summary {
     opts.unique_payloads = true;
+    // Per-seed features, from an RNG of their own so the run's RNG stream stays the same.
+    let mut r = StdRng::seed_from_u64(opts.seed ^ 0x5eed_5eed);
+    if r.random_bool(0.7) {
+        opts.snapshot_every = Some(r.random_range(3..30));
+        opts.configure = Some(|i, c| c.compaction_tail_entries = i as u64 % 3);
+    }
+    opts.membership_changes = r.random_bool(0.5);
     // Half the seeds run the core's defaults, half a random tuning (drawn from a generator
     // of its own, so the main RNG's stream does not depend on this choice).
     let mut tuning_rng = StdRng::seed_from_u64(opts.seed ^ 0x7475_6e69_6e67);
@@ -96,6 +111,9 @@ pub fn run(mut opts: Options) -> Summary {
             .filter(|r| matches!(r.outcome, ReadOutcome::Served(_)))
             .count(),
         crashes: sim.stats.crashes,
+        snapshots_taken: sim.stats.snapshots_taken,
+        snapshots_installed: sim.stats.snapshots_installed,
+        conf_changes: sim.stats.conf_changes,
         lines: sim.trace.lines_count,
         virtual_ms: sim.now,
     }
@@ -192,6 +210,12 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                 sim.read(target);
             }
             75..80 => sim.restart(target),
+            // An operator's membership change, in calm and storm alike.
+            80..82 if sim.opts.membership_changes => {
+                if let Some(l) = leader {
+                    random_conf_change(sim, l, target);
+                }
+            }
             _ => {}
         }
         return;
@@ -226,8 +250,45 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
             sim.replay_old(k);
         }
         93..94 => sim.inject_stranger(),
+        94..98 if sim.opts.membership_changes => {
+            if let Some(l) = leader {
+                random_conf_change(sim, l, target);
+            }
+        }
         _ => random_net(sim),
     }
+}
+
+/// Remove `target` if it is a member (never below two voters), else add it back as a learner,
+/// or promote it if it is a learner.
+fn random_conf_change(sim: &mut Sim, leader: usize, target: usize) {
+    use rocinante::raft::ConfChangeOp::*;
+    let Some(m) = sim.raft(leader).map(|r| r.membership()) else {
+        return;
+    };
+    let t = super::cluster::id(target);
+    let op = if m.learners.contains(&t) {
+        if sim.rng.random_bool(0.5) {
+            PromoteLearner
+        } else {
+            RemoveNode
+        }
+    } else if m.voters.contains(&t) {
+        if m.voters.len() <= 2 {
+            return;
+        }
+        RemoveNode
+    } else {
+        AddLearner
+    };
+    sim.conf_change(leader, op, target);
+}
+
+/// The sweep's chaos phase with membership changes on (for `membership.rs`).
+pub fn chaos_with_membership(sim: &mut Sim, chaos_ms: Time) {
+    sim.opts.membership_changes = true;
+    sim.opts.unique_payloads = true;
+    chaos(sim, chaos_ms);
 }
 
 fn reshape_network(sim: &mut Sim, leader: Option<usize>) {
@@ -286,6 +347,21 @@ pub fn liveness(sim: &mut Sim) {
         sim.restart(i);
     }
     let t0 = sim.now;
+    // Every node back in its initial role (removed ones are added, and promoted again if
+    // they were voters). A node re-added from far behind must first catch up, entry by entry
+    // or through a snapshot, which a tiny tuning makes slow: it gets CATCH_UP_MS.
+    let changes = sim.stats.conf_changes;
+    for i in 0..n {
+        let voter = i < sim.opts.nodes;
+        if !sim.make_member(i, voter, LEADER_MS) {
+            sim.fail(&format!("n{} could not be made a member again", i + 1));
+        }
+    }
+    let apply_ms = if sim.stats.conf_changes > changes {
+        CATCH_UP_MS
+    } else {
+        COMMIT_MS
+    };
     if !sim.run_until_true(LEADER_MS, stable_leader) {
         sim.fail(&format!(
             "no stable leader {LEADER_MS}ms after the faults stopped"
@@ -294,9 +370,9 @@ pub fn liveness(sim: &mut Sim) {
     let elected_ms = sim.now - t0;
     let sentinel = commit_sentinel(sim);
     let all_applied = |s: &Sim| (0..n).all(|i| s.nodes[i].seen.applied >= sentinel);
-    if !sim.run_until_true(COMMIT_MS, all_applied) {
+    if !sim.run_until_true(apply_ms, all_applied) {
         sim.fail(&format!(
-            "sentinel at {sentinel} not applied everywhere {COMMIT_MS}ms after election"
+            "sentinel at {sentinel} not applied everywhere {apply_ms}ms after election"
         ));
     }
     for p in 0..sim.proposals.len() {

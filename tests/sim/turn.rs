@@ -13,7 +13,7 @@ use rand::Rng;
 use rocinante::raft::{Entry, Index, MessageBody, ReadId, ReadState, Ready, Role};
 
 use super::checker;
-use super::cluster::{Input, Outcome, ReadOutcome, Sim, TURNS_MAX};
+use super::cluster::{Input, Outcome, ReadOutcome, Sim, TURNS_MAX, index_of};
 use super::network::Event;
 use super::storage::DurableStorage;
 use super::trace;
@@ -55,9 +55,34 @@ impl Sim {
             return;
         };
         match input {
-            Input::Msg(m) => raft.step(m),
-            Input::Tick => raft.tick(),
+            Input::Msg(m) => match &m.body {
+                MessageBody::InstallSnapshot { .. } => {
+                    raft.step(m.clone());
+                    self.on_snapshot_chunk(n, m);
+                }
+                MessageBody::InstallSnapshotResponse { .. } => {
+                    raft.step(m.clone());
+                    self.on_snapshot_response(n, &m);
+                }
+                _ => raft.step(m),
+            },
+            Input::Tick => {
+                raft.tick();
+                self.tick_transfers(n);
+            }
             Input::Campaign => raft.campaign(),
+            Input::ConfChange(cc) => {
+                let r = raft.propose_conf_change(cc.clone());
+                self.log(format!(
+                    "n{} conf change {:?} n{}: {r:?}",
+                    n + 1,
+                    cc.op,
+                    cc.node.0
+                ));
+                if r.is_ok() {
+                    self.stats.conf_changes += 1;
+                }
+            }
             Input::Transfer(to) => raft.transfer_leadership(to),
             Input::Propose(p) => {
                 let result = raft.propose(self.proposals[p].data.clone());
@@ -106,6 +131,12 @@ impl Sim {
                 ss.commit_index
             ));
         }
+        if let Some(meta) = &rd.snapshot {
+            self.install_in_log(n, meta);
+        }
+        if !rd.snapshot_requests.is_empty() {
+            self.start_transfers(n, rd.snapshot_requests.clone());
+        }
         let node = &mut self.nodes[n];
         let Some(raft) = node.raft.as_ref() else {
             return;
@@ -141,7 +172,7 @@ impl Sim {
             self.check(r);
             self.send(m);
         }
-        if rd.hard_state.is_none() && rd.entries.is_empty() {
+        if rd.hard_state.is_none() && rd.entries.is_empty() && rd.snapshot.is_none() {
             self.finish_ready(n, rd);
             return;
         }
@@ -165,6 +196,7 @@ impl Sim {
 
     /// Steps 2-6 of the Ready contract, once the write completed.
     pub(crate) fn finish_ready(&mut self, n: usize, rd: Ready) {
+        let staged = self.persist_snapshot(n, &rd);
         let removed = self.nodes[n]
             .storage
             .write(rd.hard_state, &rd.entries, rd.entries.len());
@@ -176,6 +208,9 @@ impl Sim {
                 .on_send(n, &m, &self.nodes[n].storage, &self.nodes[n].log);
             self.check(r);
             self.send(m);
+        }
+        if let Some((meta, state)) = staged {
+            self.load_snapshot(n, meta.last_included_index, state);
         }
         self.apply(n, &rd.committed_entries);
         for rs in &rd.read_states {
@@ -209,7 +244,29 @@ impl Sim {
         }
         if !rd.committed_entries.is_empty() {
             raft.applied(applied);
+            self.maybe_take_snapshot(n);
         }
+    }
+
+    /// Step 2's first part: an installed snapshot is saved before the rest of the Ready.
+    /// Returns it (meta and state) for step 4, which loads it.
+    pub(crate) fn persist_snapshot(
+        &mut self,
+        n: usize,
+        rd: &Ready,
+    ) -> Option<(rocinante::raft::SnapshotMeta, u64)> {
+        let meta = rd.snapshot.as_ref()?;
+        let staged = self.nodes[n].staged.take();
+        let Some((m, state)) = staged.filter(|(m, _)| m == meta) else {
+            self.fail(&format!(
+                "n{} Ready.snapshot without a staged snapshot",
+                n + 1
+            ));
+        };
+        let removed = self.nodes[n].storage.save_snapshot(&m, state);
+        let r = self.checker.on_persist(n, None, &removed);
+        self.check(r);
+        Some((m, state))
     }
 
     fn apply(&mut self, n: usize, entries: &[Entry]) {
@@ -219,6 +276,8 @@ impl Sim {
         self.nodes[n].seen = seen;
         for e in entries {
             self.log(format!("n{} apply {}", n + 1, trace::entry(e)));
+            let prev = self.nodes[n].digests.last().copied().unwrap_or(0);
+            self.nodes[n].digests.push(super::storage::digest(prev, e));
         }
         self.nodes[n].applied_log.extend_from_slice(entries);
     }
@@ -250,6 +309,22 @@ impl Sim {
             raft.commit_index(),
             raft.last_index(),
         );
+        // The configuration the commit was decided under is the current one, or one from just
+        // before a change appended since (thesis §4.1), or one in effect at a newly committed
+        // index: a quorum of any of them is accepted.
+        let to_ids = |m: rocinante::raft::Membership| -> Vec<usize> {
+            m.voters.iter().map(|&v| index_of(v)).collect()
+        };
+        let mut voters = vec![to_ids(raft.membership())];
+        let mut at = vec![raft.last_conf_change().map_or(Index(0), |i| i.prev())];
+        at.extend((self.nodes[n].seen.commit.0 + 1..=commit.0).map(Index));
+        for i in at {
+            if let Some(m) = raft.membership_at(i).map(to_ids) {
+                if !voters.contains(&m) {
+                    voters.push(m);
+                }
+            }
+        }
         let mut seen = self.nodes[n].seen;
         let durable: Vec<&DurableStorage> = self.nodes.iter().map(|x| &x.storage).collect();
         let r = self.checker.on_observe(
@@ -261,6 +336,7 @@ impl Sim {
             &self.nodes[n].log,
             &mut seen,
             &durable,
+            &voters,
         );
         let newly = self.check(r);
         if seen.commit > self.nodes[n].seen.commit {
@@ -297,13 +373,14 @@ impl Sim {
                 continue;
             }
             let k = m.0 as usize - 1;
-            if self.nodes[p].storage.entries.get(k) != log.get(k) {
+            // A peer's snapshot covers only committed entries, which this leader holds.
+            if !log.get(k).is_some_and(|e| self.nodes[p].storage.holds(e)) {
                 self.fail(&format!(
                     "leader n{} (term {}) has match_index {m} for n{}, whose durable log has {:?} there",
                     n + 1,
                     raft.term(),
                     p + 1,
-                    self.nodes[p].storage.entries.get(k).map(trace::entry)
+                    self.nodes[p].storage.get(m).map(trace::entry)
                 ));
             }
         }
