@@ -22,6 +22,7 @@ mod kv;
 mod members;
 mod metrics;
 mod parse;
+pub use parse::{UNSAFE_LOCAL_READS_ENV, unsafe_local_reads};
 mod router;
 #[cfg(test)]
 mod tests;

@@ -85,6 +85,18 @@ pub struct Query {
     pairs: Vec<(String, Vec<u8>)>,
 }
 
+/// Fault injection for the reliability harness (tests/jepsen): with
+/// `ROCINANTE_UNSAFE_LOCAL_READS=1` in its environment, a node serves linearizable reads from its
+/// own applied state, exactly like `consistency=stale`. That breaks API.md §5 on purpose, so the
+/// harness can show it catches a server that does; `serve` warns loudly when it is on. Read once.
+pub const UNSAFE_LOCAL_READS_ENV: &str = "ROCINANTE_UNSAFE_LOCAL_READS";
+
+/// True when `UNSAFE_LOCAL_READS_ENV` is set to `1`.
+pub fn unsafe_local_reads() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(UNSAFE_LOCAL_READS_ENV).is_ok_and(|v| v == "1"))
+}
+
 impl Query {
     pub fn parse(raw: Option<&str>) -> Result<Query, ApiError> {
         let mut pairs = Vec::new();
@@ -120,9 +132,11 @@ impl Query {
         }
     }
 
-    /// `?consistency=linearizable|lease|stale`; absent is linearizable (API.md §3).
+    /// `?consistency=linearizable|lease|stale`; absent is linearizable (API.md §3), unless the
+    /// deliberately broken test mode `UNSAFE_LOCAL_READS_ENV` is on.
     pub fn consistency(&self) -> Result<Consistency, ApiError> {
         match self.get("consistency") {
+            None | Some(b"linearizable") if unsafe_local_reads() => Ok(Consistency::Stale),
             None | Some(b"linearizable") => Ok(Consistency::Linearizable),
             Some(b"lease") => Ok(Consistency::Lease),
             Some(b"stale") => Ok(Consistency::Stale),

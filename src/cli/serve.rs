@@ -187,6 +187,11 @@ async fn serve(spec: ClusterSpec, args: ServeArgs) -> u8 {
         eprintln!("\n*** WARNING: {warning} ***\n");
         tracing::warn!("{warning}");
     }
+    if rocinante::api::unsafe_local_reads() {
+        let warning = "ROCINANTE_UNSAFE_LOCAL_READS=1: linearizable reads are served from LOCAL state and may be STALE. Fault-injection tests only.";
+        eprintln!("\n*** WARNING: {warning} ***\n");
+        tracing::warn!("{warning}");
+    }
     tracing::info!(id = %me.id(), grpc = %me.peer_addr(), rest = %me.rest_addr(),
         data_dir = %data_dir.display(), cluster = %spec.name, "starting node");
     let shutdown = CancellationToken::new();
