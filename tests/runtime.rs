@@ -471,3 +471,63 @@ async fn a_corrupt_log_refuses_to_start_with_exit_code_3() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_write_is_lost_when_the_leader_stops_under_load() {
+    let mut c = Cluster::new("runtime-ack");
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.agreed_leader().await;
+    let h = c.handle(leader);
+    // 16 writers stream writes; the leader stops in the middle.
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..1000 {
+                    let key = format!("w{w:02}-{n:04}");
+                    match h.write(put(&key, "v"), None).await {
+                        Ok(_) => acked.push(key),
+                        Err(_) => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    // Stop once some writes are acknowledged (bounded wait on the leader's applied index).
+    let mut w = h.status_watch();
+    let progressed = tokio::time::timeout(WAIT, async {
+        w.wait_for(|s| s.applied_index.0 > 200).await.is_ok()
+    })
+    .await;
+    assert_eq!(progressed, Ok(true));
+    c.stop(leader).await;
+    let mut acked = Vec::new();
+    for t in writers {
+        acked.extend(t.await.expect("writer"));
+    }
+    assert!(!acked.is_empty());
+    assert!(acked.len() < 16_000, "the stop did not happen under load");
+    let new_leader = c.agreed_leader().await;
+    let (page, _) = c
+        .handle(new_leader)
+        .list(
+            Bytes::from_static(b"w"),
+            None,
+            10_000,
+            Consistency::Linearizable,
+        )
+        .await
+        .expect("list");
+    let present: std::collections::HashSet<Bytes> =
+        page.items.into_iter().map(|kv| kv.key).collect();
+    for key in &acked {
+        assert!(
+            present.contains(key.as_bytes()),
+            "acknowledged write {key} lost"
+        );
+    }
+}

@@ -21,7 +21,7 @@ use crate::kv::command::{Command, Idempotency, Op};
 use crate::kv::{Store, StoreConfig};
 use crate::raft::{
     Config, Index, Membership, Message, MessageBody, NodeId, ProposeError, RaftNode, ReadError,
-    ReadId, Restored, Role,
+    ReadId, Restored, Role, Term,
 };
 use crate::storage::{Storage, StorageError, StorageOptions};
 use crate::transport::Transport;
@@ -68,6 +68,10 @@ pub(super) struct Driver {
     pub(super) snapshot_index: Index,
     /// The commit index seen when a leader first became known: `ready` once applied.
     startup_commit: Option<Index>,
+    /// Term of the entry at `last_applied`. A leader knows the commit index only once an
+    /// entry of its own term is committed (thesis §6.4), so it is ready only once that
+    /// entry is applied too.
+    pub(super) last_applied_term: Term,
     /// The last `leader_time_ms` stamped: stamps never go backwards on this leader.
     last_stamp_ms: u64,
     next_housekeeping: Instant,
@@ -182,6 +186,7 @@ impl Driver {
             last_applied: snapshot_index,
             snapshot_index,
             startup_commit: None,
+            last_applied_term: Term(0),
             last_stamp_ms: 0,
             peers: BTreeMap::new(),
             members: parts.members,
@@ -201,6 +206,10 @@ impl Driver {
         let tick = Duration::from_millis(self.opts.tick_ms);
         let mut next_tick = tokio::time::Instant::now() + tick;
         let result = loop {
+            // Checked every turn: a core that always has a Ready must not delay the stop.
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
             if !self.core.has_ready() {
                 tokio::select! {
                     biased;
@@ -305,7 +314,12 @@ impl Driver {
             Request::Read { consistency, read } => match consistency {
                 Consistency::Linearizable => self.read_batch.push(read),
                 Consistency::Lease => {
-                    if self.core.role() == Role::Leader && self.core.has_lease() {
+                    // Besides the lease (thesis §6.4.1), a new leader must have applied an
+                    // entry of its own term: before that it may not know everything committed.
+                    if self.core.role() == Role::Leader
+                        && self.core.has_lease()
+                        && self.last_applied_term == self.core.term()
+                    {
                         self.serve(read);
                     } else {
                         read.fail(NodeError::NotLeader {
@@ -445,8 +459,11 @@ impl Driver {
         if leader.is_some() && self.startup_commit.is_none() {
             self.startup_commit = Some(self.core.commit_index());
         }
-        let ready = leader.is_some() && self.startup_commit.is_some_and(|c| self.last_applied >= c);
         let role = self.core.role();
+        let ready = match role {
+            Role::Leader => self.last_applied_term == self.core.term(),
+            _ => leader.is_some() && self.startup_commit.is_some_and(|c| self.last_applied >= c),
+        };
         let progress = if role == Role::Leader {
             self.core.progress()
         } else {

@@ -50,6 +50,7 @@ impl Driver {
                 }
             };
             self.last_applied = entry.index;
+            self.last_applied_term = entry.term;
             let meta = self.meta();
             self.writes
                 .applied(entry.index, entry.term, outcome.map(|a| (a, meta)));
