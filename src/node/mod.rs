@@ -10,6 +10,11 @@
 //! (`block_in_place` would do the same inside the shared runtime, but would take one of the
 //! two worker threads of this machine away from the network on every turn.)
 //!
+//! Files: `driver.rs` (the loop), `ready.rs` (executing one `Ready`), `pending.rs` (waiting
+//! clients), `snapshot.rs` (taking, writing, compacting, streaming and installing snapshots),
+//! `members.rs` (membership changes, member addresses, leadership transfer), `status.rs`,
+//! `handle.rs` (the API layer's entry point).
+//!
 //! Invariants: only the loop touches the core, storage and store; the handle and the network
 //! talk to it only through bounded queues (`requests_queued_max` requests,
 //! `inbox_batches_max` batches) and read its published `Status` through a watch channel.

@@ -59,6 +59,10 @@ use super::{MemberAddrs, NodeRunError};
 /// A chunk without an answer for this long is sent again from the follower's last offset.
 const SNAPSHOT_RESEND_MS: u64 = 500;
 const PAYLOAD_MAGIC: &[u8; 4] = b"RSN1";
+/// A snapshot being received may grow to this many bytes; a chunk that would pass it ends
+/// the transfer (it is dropped, the leader times out and starts over). A guard against a
+/// faulty peer, far above any snapshot this store makes (1M keys of 128 bytes: 143 MiB).
+const INCOMING_SNAPSHOT_BYTES_MAX: usize = 16 << 30;
 
 /// A write of a snapshot file running on a helper thread.
 struct Writing {
@@ -98,6 +102,9 @@ struct Staged {
 pub(super) struct Snapshots {
     /// The latest durable snapshot and its payload (sent to followers that need it).
     latest: Option<(SnapshotMeta, Bytes)>,
+    /// `latest` in the transfer format, built at the first send and shared by every
+    /// transfer of it (so N followers cost one copy, not N).
+    latest_blob: Option<(Index, Bytes)>,
     writing: Option<Writing>,
     outgoing: HashMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
@@ -277,6 +284,15 @@ impl Driver {
             tracing::warn!(node = %self.opts.id, "asked to send a snapshot before having one");
             return;
         };
+        let index = meta.last_included_index;
+        let blob = match &self.snapshots.latest_blob {
+            Some((i, b)) if *i == index => b.clone(),
+            _ => {
+                let b = encode_transfer(&meta, &payload);
+                self.snapshots.latest_blob = Some((index, b.clone()));
+                b
+            }
+        };
         let now = Instant::now();
         for peer in peers {
             if self.snapshots.outgoing.contains_key(&peer) {
@@ -289,7 +305,7 @@ impl Driver {
                 Outgoing {
                     index: meta.last_included_index,
                     term: meta.last_included_term,
-                    blob: encode_transfer(&meta, &payload),
+                    blob: blob.clone(),
                     offset: 0,
                     last_progress: now,
                     last_sent: now,
@@ -403,6 +419,11 @@ impl Driver {
         let Some(inc) = self.snapshots.incoming.as_mut() else {
             return;
         };
+        if inc.buf.len() + data.len() > INCOMING_SNAPSHOT_BYTES_MAX {
+            tracing::warn!(node = %self.opts.id, "snapshot: transfer too large, dropped");
+            self.snapshots.incoming = None;
+            return;
+        }
         if offset == inc.buf.len() as u64 {
             inc.buf.extend_from_slice(&data);
         }
