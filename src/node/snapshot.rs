@@ -442,18 +442,23 @@ impl Driver {
             self.transport.send([reply]);
             return;
         }
-        let Some(inc) = self.snapshots.incoming.take() else {
-            return;
-        };
+        if let Some(inc) = self.snapshots.incoming.take() {
+            self.stage_snapshot(msg.from, msg.term, inc);
+        }
+    }
+
+    /// Every chunk is in: decode it before the core resets its log (a snapshot that does not
+    /// load is dropped, and the leader times out and sends it again, instead of leaving us
+    /// without a state), then hand its metadata to the core.
+    fn stage_snapshot(&mut self, from: NodeId, term: crate::raft::Term, inc: Incoming) {
+        let index = inc.index;
         let Some((meta, payload)) = decode_transfer(inc.buf.freeze()) else {
             tracing::warn!(node = %self.opts.id, "snapshot: undecodable transfer dropped");
             return;
         };
-        if meta.last_included_index != last_included_index {
+        if meta.last_included_index != index {
             return;
         }
-        // Decode before the core resets its log: a snapshot that does not load is dropped
-        // (the leader times out and sends it again) instead of leaving us without a state.
         let started = Instant::now();
         let Some((peers, store_bytes)) = decode_payload(&payload) else {
             tracing::warn!(node = %self.opts.id, "snapshot: undecodable payload dropped");
@@ -466,11 +471,9 @@ impl Driver {
                 return;
             }
         };
-        let peers = peers.clone();
-        if self.core.install_snapshot(msg.from, msg.term, meta.clone()) {
-            tracing::info!(node = %self.opts.id, index = %meta.last_included_index,
-                bytes = payload.len(), decode_ms = started.elapsed().as_millis() as u64,
-                "snapshot: received, installing");
+        if self.core.install_snapshot(from, term, meta.clone()) {
+            tracing::info!(node = %self.opts.id, %index, bytes = payload.len(),
+                decode_ms = started.elapsed().as_millis() as u64, "snapshot: received, installing");
             self.snapshots.staged = Some(Staged {
                 meta,
                 payload,
@@ -506,4 +509,42 @@ impl Driver {
             load_ms = started.elapsed().as_millis() as u64, "snapshot: installed and loaded");
         Ok(())
     }
+}
+
+/// The store from the recovered snapshot (or empty), the snapshot's metadata and payload,
+/// and the member addresses it carries (added to `peers`). A snapshot that does not decode is
+/// corruption: the node must not run on it.
+#[allow(clippy::type_complexity)]
+pub(super) fn restore_store(
+    opts: &super::NodeOptions,
+    snapshot: Option<(crate::raft::SnapshotMeta, Vec<u8>)>,
+    peers: &mut BTreeMap<NodeId, MemberAddrs>,
+) -> Result<
+    (
+        Store,
+        Option<crate::raft::SnapshotMeta>,
+        Option<(crate::raft::SnapshotMeta, Bytes)>,
+    ),
+    super::NodeStartError,
+> {
+    let config = crate::kv::StoreConfig::with_window_s(opts.idempotency_window_s);
+    let corrupt = |reason: String| {
+        super::NodeStartError::Storage(StorageError::Corrupt {
+            path: opts.data_dir.clone(),
+            offset: 0,
+            reason,
+        })
+    };
+    let Some((meta, data)) = snapshot else {
+        return Ok((Store::new(config), None, None));
+    };
+    let (known, store_bytes) =
+        decode_payload(&data).ok_or_else(|| corrupt("snapshot payload does not decode".into()))?;
+    let store = Store::restore_with(config, store_bytes)
+        .map_err(|e| corrupt(format!("snapshot does not decode: {e}")))?;
+    for (id, a) in known {
+        peers.entry(id).or_insert(a);
+    }
+    let latest = Some((meta.clone(), Bytes::from(data)));
+    Ok((store, Some(meta), latest))
 }
