@@ -2,7 +2,8 @@
 //! writing them off the loop, compacting, streaming them to followers in chunks and installing
 //! the ones a leader sends.
 //!
-//! Taking: once `last_applied` passes the latest snapshot by `snapshot_threshold` entries, the
+//! Taking: once `last_applied` passes the latest snapshot by `snapshot_threshold` entries (or
+//! `snapshot_threshold_bytes` of entry payloads were applied since the last one), the
 //! loop serializes the store at its applied index (in the loop: a copy of the state, so later
 //! applies cannot leak into it) and a helper thread writes and fsyncs the file. When the write
 //! is durable, the core compacts its log (`RaftNode::compact`) and storage deletes the segments
@@ -108,6 +109,8 @@ pub(super) struct Snapshots {
     writing: Option<Writing>,
     outgoing: HashMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
+    /// Entry payload bytes applied since the latest snapshot was started (the byte threshold).
+    pub(super) applied_bytes: u64,
     /// Installed by the core, waiting for the `Ready` that persists it: its metadata, payload,
     /// the store decoded from it and the member addresses it carries.
     staged: Option<Staged>,
@@ -224,7 +227,8 @@ impl Driver {
             self.finish_snapshot_write()?;
         }
         let threshold = self.opts.snapshot_threshold;
-        let due = self.last_applied.0 >= self.snapshot_index.0.saturating_add(threshold);
+        let due = self.last_applied.0 >= self.snapshot_index.0.saturating_add(threshold)
+            || self.snapshots.applied_bytes >= self.opts.snapshot_threshold_bytes;
         if !due || self.snapshots.writing.is_some() {
             return Ok(());
         }
@@ -232,6 +236,7 @@ impl Driver {
             return Ok(());
         };
         let started = Instant::now();
+        self.snapshots.applied_bytes = 0;
         let payload = Bytes::from(encode_payload(&self.peers, &self.store.snapshot_bytes()));
         tracing::info!(node = %self.opts.id, index = %meta.last_included_index,
             bytes = payload.len(), serialize_ms = started.elapsed().as_millis() as u64,
@@ -496,6 +501,7 @@ impl Driver {
         let (m, payload) = (s.meta, s.payload);
         self.storage.save_snapshot(&m, &payload)?;
         self.store = s.store;
+        self.snapshots.applied_bytes = 0;
         for (id, a) in s.peers {
             self.learn_member(id, a);
         }
@@ -547,4 +553,38 @@ pub(super) fn restore_store(
     }
     let latest = Some((meta.clone(), Bytes::from(data)));
     Ok((store, Some(meta), latest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_and_transfer_round_trip() {
+        let peers = BTreeMap::from([(
+            NodeId(7),
+            MemberAddrs {
+                grpc: "10.0.0.7:35007".into(),
+                rest: "10.0.0.7:8007".into(),
+            },
+        )]);
+        let payload = encode_payload(&peers, b"store bytes");
+        let (back, store) = decode_payload(&payload).expect("decodes");
+        assert_eq!((back, store), (peers, b"store bytes".as_slice()));
+        // A bare store snapshot (no magic) is accepted as is; a truncated payload is not.
+        assert_eq!(
+            decode_payload(b"\x01abc").map(|p| p.1),
+            Some(b"\x01abc".as_slice())
+        );
+        assert!(decode_payload(&payload[..10]).is_none());
+        let meta = SnapshotMeta {
+            last_included_index: Index(42),
+            last_included_term: crate::raft::Term(3),
+            voters: vec![NodeId(1), NodeId(2)],
+            learners: vec![NodeId(9)],
+        };
+        let (m, p) = decode_transfer(encode_transfer(&meta, &payload)).expect("decodes");
+        assert_eq!((m, p.as_ref()), (meta, payload.as_slice()));
+        assert!(decode_transfer(Bytes::from_static(b"short")).is_none());
+    }
 }
