@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: build release test sim lint fmt bench-storage cluster3 cluster3-kill cluster3-restart clean
+.PHONY: build release test sim jepsen lint fmt bench-storage cluster3 cluster3-kill cluster3-restart clean
 
 build:
 	$(CARGO) build
@@ -17,6 +17,13 @@ test:
 # More simulator seeds: make sim SIM_SEEDS=5000 SIM_SEED_START=1
 sim:
 	$(CARGO) test --release --test simulation -- --nocapture
+
+# Fault injection against real 3- and 5-node clusters, each fault type alone for JEPSEN_FAULT_S
+# seconds (default 180; about 30 minutes in all). Partitions need root, iproute2 and iptables
+# (network namespaces); without them the runs use loopback and kill/pause faults only.
+# `make test` includes the short form (every fault once, about 2 minutes).
+jepsen:
+	JEPSEN_LONG=1 $(CARGO) test --release --test jepsen -- --nocapture --test-threads 1
 
 lint:
 	$(CARGO) fmt --all -- --check
