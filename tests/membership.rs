@@ -83,6 +83,142 @@ fn status(rest: &str) -> serde_json::Value {
     get(rest, "/v1/status").json()
 }
 
+/// The test's cluster: where the nodes listen, where their files are.
+struct Setup {
+    dir: std::path::PathBuf,
+    /// (gRPC port, REST port) per node.
+    nodes: Vec<(u16, u16)>,
+    rest: Vec<String>,
+}
+
+impl Setup {
+    fn fail(&self, what: &str) -> ! {
+        panic!("{what}; logs in {}", self.dir.display())
+    }
+
+    fn endpoints(&self, among: &[usize]) -> String {
+        among
+            .iter()
+            .map(|&i| self.rest[i].clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Loads the founders past several snapshots, so a newcomer can only catch up through one.
+    fn preload(&self) {
+        let leader = poll(WAIT, || {
+            status(&self.rest[0])["leader"]["rest"].as_str().map(|_| ())
+        });
+        if leader.is_none() {
+            self.fail("no leader among the founders");
+        }
+        for k in 0..PRELOAD_KEYS {
+            let key = format!("/v1/kv/pre{k:05}");
+            let ok = poll(WAIT, || {
+                (put(&self.rest[k % 3], &key, key.as_bytes()).status == 200).then_some(())
+            });
+            if ok.is_none() {
+                self.fail(&format!("preload write {key} failed"));
+            }
+        }
+        let snapped = poll(WAIT, || {
+            (status(&self.rest[0])["snapshot_index"].as_u64()? > 0).then_some(())
+        });
+        if snapped.is_none() {
+            self.fail("the founders never took a snapshot");
+        }
+    }
+
+    /// `rocinante members add` for node 4 (it is running with `--join`): it must end a voter
+    /// that caught up through a snapshot.
+    fn add_joiner(&self) {
+        let up = poll(WAIT, || {
+            (status(&self.rest[3])["role"].as_str()? == "learner").then_some(())
+        });
+        if up.is_none() {
+            self.fail("the joiner did not come up as a learner");
+        }
+        let joiner = format!("127.0.0.1:{}", self.nodes[3].0);
+        let rest_port = self.nodes[3].1.to_string();
+        let endpoints = self.endpoints(&[0, 1, 2]);
+        let args = [
+            "members",
+            "add",
+            &joiner,
+            "--rest",
+            &rest_port,
+            "--endpoints",
+            &endpoints,
+        ];
+        let (code, out) = cli(&args);
+        if code != 0 {
+            self.fail(&format!("members add exited {code}: {out}"));
+        }
+        let s4 = status(&self.rest[3]);
+        if s4["snapshot_index"].as_u64().unwrap_or(0) == 0 || s4["role"] == "learner" {
+            self.fail(&format!(
+                "the joiner is not a voter caught up through a snapshot: {s4}"
+            ));
+        }
+    }
+
+    /// `rocinante members remove` a founder that does not lead; returns its index. Removing
+    /// it again is refused (unknown member, exit 1).
+    fn remove_a_founder(&self) -> usize {
+        let leader = status(&self.rest[3])["leader"]["rest"]
+            .as_str()
+            .map(String::from);
+        let victim = (0..3)
+            .find(|&i| Some(&self.rest[i]) != leader.as_ref())
+            .unwrap_or(0);
+        let Some(id) = status(&self.rest[victim])["id"].as_str().map(String::from) else {
+            self.fail("the victim has no id");
+        };
+        let alive: Vec<usize> = (0..4).filter(|&i| i != victim).collect();
+        let endpoints = self.endpoints(&alive);
+        let (code, out) = cli(&["members", "remove", &id, "--endpoints", &endpoints]);
+        if code != 0 {
+            self.fail(&format!("members remove exited {code}: {out}"));
+        }
+        let (code, out) = cli(&["members", "remove", &id, "--endpoints", &endpoints]);
+        if code != 1 {
+            self.fail(&format!("removing an unknown member exited {code}: {out}"));
+        }
+        victim
+    }
+
+    /// `rocinante leader transfer` to node 4.
+    fn transfer_to_joiner(&self, alive: &[usize]) {
+        let id4 = status(&self.rest[3])["id"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_default();
+        let endpoints = self.endpoints(alive);
+        let (code, out) = cli(&["leader", "transfer", &id4, "--endpoints", &endpoints]);
+        if code != 0 {
+            self.fail(&format!("leader transfer exited {code}: {out}"));
+        }
+        if status(&self.rest[3])["role"] != "leader" {
+            self.fail("the newcomer does not lead after the transfer");
+        }
+    }
+}
+
+/// A writer over `targets` until `stop`; returns the acknowledged keys.
+fn writer(targets: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let (mut acked, mut k) = (Vec::new(), 0usize);
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("/v1/kv/live{k:06}");
+            if put(&targets[k % targets.len()], &key, key.as_bytes()).status == 200 {
+                acked.push(key);
+            }
+            k += 1;
+        }
+        acked
+    })
+}
+
 #[test]
 fn fourth_node_joins_through_a_snapshot_is_promoted_and_a_founder_leaves() {
     let dir = std::env::temp_dir().join(format!("rocinante-members-{}", std::process::id()));
@@ -90,134 +226,27 @@ fn fourth_node_joins_through_a_snapshot_is_promoted_and_a_founder_leaves() {
     std::fs::create_dir_all(&dir).expect("test dir");
     let p = free_ports(8);
     let nodes: Vec<(u16, u16)> = (0..4).map(|i| (p[2 * i], p[2 * i + 1])).collect();
-    let rest: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.1)).collect();
+    let rest = nodes.iter().map(|n| format!("127.0.0.1:{}", n.1)).collect();
     let (spec3, spec4) = (dir.join("spec3.yaml"), dir.join("spec4.yaml"));
     std::fs::write(&spec3, spec(&nodes[..3])).expect("spec3");
     std::fs::write(&spec4, spec(&nodes)).expect("spec4");
-    let mut procs: Vec<Proc> = (1..=3).map(|n| serve(&dir, &spec3, n, false)).collect();
-    let fail = |what: &str| -> ! { panic!("{what}; logs in {}", dir.display()) };
-
-    // Load the founders: several snapshots, so a newcomer can only catch up through one.
-    let leader_known = poll(WAIT, || {
-        status(&rest[0])["leader"]["rest"]
-            .as_str()
-            .map(String::from)
-    });
-    if leader_known.is_none() {
-        fail("no leader among the founders");
-    }
-    for k in 0..PRELOAD_KEYS {
-        let key = format!("/v1/kv/pre{k:05}");
-        let ok = poll(WAIT, || {
-            (put(&rest[k % 3], &key, key.as_bytes()).status == 200).then_some(())
-        });
-        if ok.is_none() {
-            fail(&format!("preload write {key} failed"));
-        }
-    }
-    let snapped = poll(WAIT, || {
-        (status(&rest[0])["snapshot_index"].as_u64()? > 0).then_some(())
-    });
-    if snapped.is_none() {
-        fail("the founders never took a snapshot");
-    }
+    let t = Setup { dir, nodes, rest };
+    let mut procs: Vec<Proc> = (1..=3).map(|n| serve(&t.dir, &spec3, n, false)).collect();
+    t.preload();
 
     // A writer runs through everything below; it keeps what was acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let targets: Vec<String> = rest[1..].to_vec();
-        std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            let mut k = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("/v1/kv/live{k:06}");
-                if put(&targets[k % targets.len()], &key, key.as_bytes()).status == 200 {
-                    acked.push(key);
-                }
-                k += 1;
-            }
-            acked
-        })
-    };
-
-    // The joiner starts empty as a learner-to-be, then is added as a voter.
-    procs.push(serve(&dir, &spec4, 4, true));
-    let up = poll(WAIT, || {
-        status(&rest[3])["role"]
-            .as_str()
-            .map(|r| r == "learner")
-            .filter(|l| *l)
-    });
-    if up.is_none() {
-        fail("the joiner did not come up as a learner");
-    }
-    let endpoints = rest[..3].join(",");
-    let joiner = format!("127.0.0.1:{}", nodes[3].0);
-    let rest_port = nodes[3].1.to_string();
-    let (code, out) = cli(&[
-        "members",
-        "add",
-        &joiner,
-        "--rest",
-        &rest_port,
-        "--endpoints",
-        &endpoints,
-    ]);
-    if code != 0 {
-        fail(&format!("members add exited {code}: {out}"));
-    }
-    let s4 = status(&rest[3]);
-    if s4["snapshot_index"].as_u64().unwrap_or(0) == 0 || s4["role"] == "learner" {
-        fail(&format!(
-            "the joiner is not a voter caught up through a snapshot: {s4}"
-        ));
-    }
-
-    // A founder that is not the leader leaves; then node 1 is gone from the cluster.
-    let leader_rest = status(&rest[3])["leader"]["rest"]
-        .as_str()
-        .map(String::from);
-    let victim = (0..3)
-        .find(|&i| Some(&rest[i]) != leader_rest.as_ref())
-        .unwrap_or(0);
-    let victim_id = status(&rest[victim])["id"].as_str().map(String::from);
-    let Some(victim_id) = victim_id else {
-        fail("victim has no id");
-    };
-    let alive: Vec<usize> = (0..4).filter(|&i| i != victim).collect();
-    let endpoints: String = alive
-        .iter()
-        .map(|&i| rest[i].clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let (code, out) = cli(&["members", "remove", &victim_id, "--endpoints", &endpoints]);
-    if code != 0 {
-        fail(&format!("members remove exited {code}: {out}"));
-    }
+    let writing = writer(t.rest[1..].to_vec(), stop.clone());
+    procs.push(serve(&t.dir, &spec4, 4, true));
+    t.add_joiner();
+    let victim = t.remove_a_founder();
     procs[victim] = Proc(None);
-    let (code, out) = cli(&["members", "remove", &victim_id, "--endpoints", &endpoints]);
-    if code != 1 {
-        fail(&format!("removing an unknown member exited {code}: {out}"));
-    }
-
-    // Leadership moves to the newcomer.
-    let id4 = status(&rest[3])["id"]
-        .as_str()
-        .map(String::from)
-        .unwrap_or_default();
-    let (code, out) = cli(&["leader", "transfer", &id4, "--endpoints", &endpoints]);
-    if code != 0 {
-        fail(&format!("leader transfer exited {code}: {out}"));
-    }
-    if status(&rest[3])["role"] != "leader" {
-        fail("the newcomer does not lead after the transfer");
-    }
-
+    let alive: Vec<usize> = (0..4).filter(|&i| i != victim).collect();
+    t.transfer_to_joiner(&alive);
     stop.store(true, Ordering::Relaxed);
-    let acked = writer.join().expect("writer thread");
+    let acked = writing.join().expect("writer thread");
     if acked.len() < 10 {
-        fail(&format!(
+        t.fail(&format!(
             "only {} writes acknowledged while membership changed",
             acked.len()
         ));
@@ -227,11 +256,11 @@ fn fourth_node_joins_through_a_snapshot_is_promoted_and_a_founder_leaves() {
         .map(|k| format!("/v1/kv/pre{k:05}"))
         .chain(acked);
     for key in keys {
-        let a = get(&rest[3], &key);
+        let a = get(&t.rest[3], &key);
         if a.status != 200 || a.body != key.as_bytes() {
-            fail(&format!("{key} lost: {} {}", a.status, a.text()));
+            t.fail(&format!("{key} lost: {} {}", a.status, a.text()));
         }
     }
     drop(procs);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&t.dir);
 }

@@ -254,31 +254,91 @@ async fn join_through_snapshot_promote_remove_transfer_restart() {
     }
     write(&c, &alive, "after-transfer").await;
 
-    // The joiner restarts from its snapshot plus log tail and still has everything.
-    c.stop(3).await;
-    c.start(3).await;
-    let last = format!("k{:04}", KEYS + 99);
-    c.wait_status(3, "the joiner caught up again", |s| {
+    restart_and_check(&mut c, 3).await;
+}
+
+/// Node `i` restarts from its snapshot plus log tail and still has every key.
+async fn restart_and_check(c: &mut Cluster, i: usize) {
+    c.stop(i).await;
+    c.start(i).await;
+    c.wait_status(i, "caught up again", |s| {
         s.applied_index > Index(0) && s.leader.is_some()
     })
     .await;
-    let h3 = c.handle(3);
+    let h = c.handle(i);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while stale(&h3, "after-transfer").await.is_none() {
+    while stale(&h, "after-transfer").await.is_none() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "restarted joiner never caught up"
+            "the restarted node never caught up"
         );
-        let mut w = h3.status_watch();
+        let mut w = h.status_watch();
         let _ = tokio::time::timeout(Duration::from_millis(100), w.changed()).await;
     }
     for k in 0..KEYS + 100 {
         let key = format!("k{k:04}");
         assert_eq!(
-            stale(&h3, &key).await,
+            stale(&h, &key).await,
             Some(Bytes::from(key.clone())),
             "{key} lost"
         );
     }
-    assert_eq!(stale(&h3, &last).await, Some(Bytes::from(last.clone())));
+}
+
+/// Join time on a loaded cluster (ignored: a measurement). `SNAP_JOIN_KEYS` keys (default
+/// 200,000) of 128-byte values, then a fourth node is added as a voter: the time until the
+/// add is answered covers snapshot creation on the leader (if due), the chunked transfer over
+/// loopback gRPC, the install and load, and the catch-up of the tail.
+/// `SNAP_JOIN_KEYS=1000000 cargo test --release --test runtime_snapshot join_time -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run explicitly in release"]
+async fn join_time_on_a_loaded_cluster() {
+    let keys: usize = std::env::var("SNAP_JOIN_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let mut c = Cluster::new("snap-join-time");
+    for o in c.opts.iter_mut() {
+        o.snapshot_threshold = 50_000;
+        o.snapshot_chunk_bytes = 1 << 20;
+        o.fsync = rocinante::storage::Fsync::Never;
+    }
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let l = c.leader(&[0, 1, 2]).await;
+    let h = c.handle(l);
+    let t = std::time::Instant::now();
+    let value = Bytes::from(vec![b'v'; 128]);
+    let tasks: Vec<_> = (0..64)
+        .map(|w| {
+            let (h, value) = (h.clone(), value.clone());
+            tokio::spawn(async move {
+                for k in (w..keys).step_by(64) {
+                    let op = Op::Put {
+                        key: Bytes::from(format!("key/{k:010}")),
+                        value: value.clone(),
+                        if_revision: None,
+                    };
+                    h.write(op, None).await.expect("write");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    eprintln!("loaded {keys} keys in {:.2?}", t.elapsed());
+    c.wait_status(l, "a snapshot", |s| s.snapshot_index > Index(0))
+        .await;
+    c.start(3).await;
+    let t = std::time::Instant::now();
+    c.handle(l)
+        .add_member(c.addrs(3), true)
+        .await
+        .expect("add_member");
+    eprintln!(
+        "joined through a snapshot and promoted in {:.2?}",
+        t.elapsed()
+    );
 }

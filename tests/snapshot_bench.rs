@@ -85,7 +85,31 @@ fn snapshot_figures() {
     let restore = t.elapsed();
     assert_eq!(restored.snapshot_bytes().len(), bytes.len());
 
-    // Loopback transfer in 1 MiB chunks, each acknowledged (stop-and-wait, like the runtime).
+    let transfer = loopback_transfer(&bytes);
+    eprintln!("snapshot figures, {keys} keys x 128-byte values:");
+    eprintln!("  apply all:            {apply:.2?}");
+    eprintln!(
+        "  memory per key:       {per_key:.0} B resident (raw key+value {raw_per_key} B, ratio {:.2})",
+        per_key / raw_per_key as f64
+    );
+    eprintln!(
+        "  serialize (in loop):  {serialize:.2?}, {} MiB, extra resident {} MiB",
+        bytes.len() >> 20,
+        rss2.saturating_sub(rss1) >> 20
+    );
+    eprintln!(
+        "  write+fsync file:     {save:.2?} ({} MiB on disk)",
+        file_bytes >> 20
+    );
+    eprintln!("  read file:            {load:.2?}");
+    eprintln!("  restore store:        {restore:.2?} (restart / install load time)");
+    eprintln!("  loopback 1 MiB chunks {transfer:.2?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Moves `bytes` through a loopback TCP socket in 1 MiB chunks, each acknowledged
+/// (stop-and-wait, like the runtime's InstallSnapshot); returns the time it took.
+fn loopback_transfer(bytes: &[u8]) -> std::time::Duration {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let total = bytes.len();
@@ -112,26 +136,6 @@ fn snapshot_figures() {
         at = u64::from_le_bytes(ack) as usize;
     }
     let got = receiver.join().expect("receiver");
-    let transfer = t.elapsed();
-    assert_eq!(got.len(), bytes.len());
-
-    eprintln!("snapshot figures, {keys} keys x 128-byte values:");
-    eprintln!("  apply all:            {apply:.2?}");
-    eprintln!(
-        "  memory per key:       {per_key:.0} B resident (raw key+value {raw_per_key} B, ratio {:.2})",
-        per_key / raw_per_key as f64
-    );
-    eprintln!(
-        "  serialize (in loop):  {serialize:.2?}, {} MiB, extra resident {} MiB",
-        bytes.len() >> 20,
-        rss2.saturating_sub(rss1) >> 20
-    );
-    eprintln!(
-        "  write+fsync file:     {save:.2?} ({} MiB on disk)",
-        file_bytes >> 20
-    );
-    eprintln!("  read file:            {load:.2?}");
-    eprintln!("  restore store:        {restore:.2?} (restart / install load time)");
-    eprintln!("  loopback 1 MiB chunks {transfer:.2?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got.len(), total);
+    t.elapsed()
 }

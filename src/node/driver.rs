@@ -17,20 +17,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use crate::kv::Store;
 use crate::kv::command::{Command, Idempotency, Op};
-use crate::kv::{Store, StoreConfig};
 use crate::raft::{
     Config, Index, Membership, Message, MessageBody, NodeId, ProposeError, RaftNode, ReadError,
     ReadId, Restored, Role, Term,
 };
-use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::storage::{Storage, StorageOptions};
 use crate::transport::Transport;
 
 use super::MemberAddrs;
 use super::handle::{AnswerMeta, Consistency, NodeError, Status};
 use super::members::PendingAdmin;
 use super::pending::{PendingReads, PendingWrites, Read, Request, WriteReply};
-use super::snapshot::{Snapshots, decode_payload};
+use super::snapshot::{Snapshots, restore_store};
 use super::status::{self, Snapshot};
 use super::{NodeOptions, NodeRunError, NodeStartError};
 
@@ -127,29 +127,8 @@ impl Driver {
         for repair in &recovered.repairs {
             tracing::warn!(node = %opts.id, "storage repair: {repair}");
         }
-        let config = StoreConfig::with_window_s(opts.idempotency_window_s);
-        let corrupt = |reason: String| {
-            NodeStartError::Storage(StorageError::Corrupt {
-                path: opts.data_dir.clone(),
-                offset: 0,
-                reason,
-            })
-        };
         let mut peers = opts.peers.clone();
-        let (store, snapshot, latest) = match recovered.snapshot {
-            Some((meta, data)) => {
-                let (known, store_bytes) = decode_payload(&data)
-                    .ok_or_else(|| corrupt("snapshot payload does not decode".into()))?;
-                let store = Store::restore_with(config, store_bytes)
-                    .map_err(|e| corrupt(format!("snapshot does not decode: {e}")))?;
-                for (id, a) in known {
-                    peers.entry(id).or_insert(a);
-                }
-                let latest = Some((meta.clone(), Bytes::from(data)));
-                (store, Some(meta), latest)
-            }
-            None => (Store::new(config), None, None),
-        };
+        let (store, snapshot, latest) = restore_store(&opts, recovered.snapshot, &mut peers)?;
         let snapshot_index = snapshot
             .as_ref()
             .map(|m| m.last_included_index)

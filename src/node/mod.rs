@@ -10,6 +10,11 @@
 //! (`block_in_place` would do the same inside the shared runtime, but would take one of the
 //! two worker threads of this machine away from the network on every turn.)
 //!
+//! Files: `driver.rs` (the loop), `ready.rs` (executing one `Ready`), `pending.rs` (waiting
+//! clients), `snapshot.rs` (taking, writing, compacting, streaming and installing snapshots),
+//! `members.rs` (membership changes, member addresses, leadership transfer), `status.rs`,
+//! `handle.rs` (the API layer's entry point).
+//!
 //! Invariants: only the loop touches the core, storage and store; the handle and the network
 //! talk to it only through bounded queues (`requests_queued_max` requests,
 //! `inbox_batches_max` batches) and read its published `Status` through a watch channel.
@@ -90,8 +95,11 @@ pub struct NodeOptions {
     /// How long a graceful stop waits for in-flight requests before answering them.
     pub shutdown_grace_ms: u64,
     pub peer_limits: PeerLimits,
-    /// Take a snapshot once this many entries were applied since the last one (§7).
+    /// Take a snapshot once this many entries were applied since the last one (§7)...
     pub snapshot_threshold: u64,
+    /// ...or once this many bytes of entry payloads were (a few huge values grow the log
+    /// as fast as many small ones).
+    pub snapshot_threshold_bytes: u64,
     /// Entries kept before a snapshot when compacting (for slightly slow followers).
     pub compaction_tail_entries: u64,
     /// Bytes per InstallSnapshot chunk.
@@ -140,6 +148,7 @@ impl NodeOptions {
             shutdown_grace_ms: 2000,
             peer_limits: PeerLimits::default(),
             snapshot_threshold: 10_000,
+            snapshot_threshold_bytes: 256 << 20,
             compaction_tail_entries: 1_000,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_transfer_timeout_ms: 10_000,

@@ -38,6 +38,7 @@ impl Driver {
         // 4. Apply in log order and answer the writers.
         let last_committed = rd.committed_entries.last().map(|e| e.index);
         for entry in rd.committed_entries {
+            self.snapshots.applied_bytes += entry.data.len() as u64;
             assert!(
                 entry.index > self.last_applied,
                 "committed entries must arrive in order without repeats"

@@ -2,7 +2,8 @@
 //! writing them off the loop, compacting, streaming them to followers in chunks and installing
 //! the ones a leader sends.
 //!
-//! Taking: once `last_applied` passes the latest snapshot by `snapshot_threshold` entries, the
+//! Taking: once `last_applied` passes the latest snapshot by `snapshot_threshold` entries (or
+//! `snapshot_threshold_bytes` of entry payloads were applied since the last one), the
 //! loop serializes the store at its applied index (in the loop: a copy of the state, so later
 //! applies cannot leak into it) and a helper thread writes and fsyncs the file. When the write
 //! is durable, the core compacts its log (`RaftNode::compact`) and storage deletes the segments
@@ -59,6 +60,10 @@ use super::{MemberAddrs, NodeRunError};
 /// A chunk without an answer for this long is sent again from the follower's last offset.
 const SNAPSHOT_RESEND_MS: u64 = 500;
 const PAYLOAD_MAGIC: &[u8; 4] = b"RSN1";
+/// A snapshot being received may grow to this many bytes; a chunk that would pass it ends
+/// the transfer (it is dropped, the leader times out and starts over). A guard against a
+/// faulty peer, far above any snapshot this store makes (1M keys of 128 bytes: 143 MiB).
+const INCOMING_SNAPSHOT_BYTES_MAX: usize = 16 << 30;
 
 /// A write of a snapshot file running on a helper thread.
 struct Writing {
@@ -98,9 +103,14 @@ struct Staged {
 pub(super) struct Snapshots {
     /// The latest durable snapshot and its payload (sent to followers that need it).
     latest: Option<(SnapshotMeta, Bytes)>,
+    /// `latest` in the transfer format, built at the first send and shared by every
+    /// transfer of it (so N followers cost one copy, not N).
+    latest_blob: Option<(Index, Bytes)>,
     writing: Option<Writing>,
     outgoing: HashMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
+    /// Entry payload bytes applied since the latest snapshot was started (the byte threshold).
+    pub(super) applied_bytes: u64,
     /// Installed by the core, waiting for the `Ready` that persists it: its metadata, payload,
     /// the store decoded from it and the member addresses it carries.
     staged: Option<Staged>,
@@ -217,7 +227,8 @@ impl Driver {
             self.finish_snapshot_write()?;
         }
         let threshold = self.opts.snapshot_threshold;
-        let due = self.last_applied.0 >= self.snapshot_index.0.saturating_add(threshold);
+        let due = self.last_applied.0 >= self.snapshot_index.0.saturating_add(threshold)
+            || self.snapshots.applied_bytes >= self.opts.snapshot_threshold_bytes;
         if !due || self.snapshots.writing.is_some() {
             return Ok(());
         }
@@ -225,6 +236,7 @@ impl Driver {
             return Ok(());
         };
         let started = Instant::now();
+        self.snapshots.applied_bytes = 0;
         let payload = Bytes::from(encode_payload(&self.peers, &self.store.snapshot_bytes()));
         tracing::info!(node = %self.opts.id, index = %meta.last_included_index,
             bytes = payload.len(), serialize_ms = started.elapsed().as_millis() as u64,
@@ -277,6 +289,15 @@ impl Driver {
             tracing::warn!(node = %self.opts.id, "asked to send a snapshot before having one");
             return;
         };
+        let index = meta.last_included_index;
+        let blob = match &self.snapshots.latest_blob {
+            Some((i, b)) if *i == index => b.clone(),
+            _ => {
+                let b = encode_transfer(&meta, &payload);
+                self.snapshots.latest_blob = Some((index, b.clone()));
+                b
+            }
+        };
         let now = Instant::now();
         for peer in peers {
             if self.snapshots.outgoing.contains_key(&peer) {
@@ -289,7 +310,7 @@ impl Driver {
                 Outgoing {
                     index: meta.last_included_index,
                     term: meta.last_included_term,
-                    blob: encode_transfer(&meta, &payload),
+                    blob: blob.clone(),
                     offset: 0,
                     last_progress: now,
                     last_sent: now,
@@ -403,6 +424,11 @@ impl Driver {
         let Some(inc) = self.snapshots.incoming.as_mut() else {
             return;
         };
+        if inc.buf.len() + data.len() > INCOMING_SNAPSHOT_BYTES_MAX {
+            tracing::warn!(node = %self.opts.id, "snapshot: transfer too large, dropped");
+            self.snapshots.incoming = None;
+            return;
+        }
         if offset == inc.buf.len() as u64 {
             inc.buf.extend_from_slice(&data);
         }
@@ -421,18 +447,23 @@ impl Driver {
             self.transport.send([reply]);
             return;
         }
-        let Some(inc) = self.snapshots.incoming.take() else {
-            return;
-        };
+        if let Some(inc) = self.snapshots.incoming.take() {
+            self.stage_snapshot(msg.from, msg.term, inc);
+        }
+    }
+
+    /// Every chunk is in: decode it before the core resets its log (a snapshot that does not
+    /// load is dropped, and the leader times out and sends it again, instead of leaving us
+    /// without a state), then hand its metadata to the core.
+    fn stage_snapshot(&mut self, from: NodeId, term: crate::raft::Term, inc: Incoming) {
+        let index = inc.index;
         let Some((meta, payload)) = decode_transfer(inc.buf.freeze()) else {
             tracing::warn!(node = %self.opts.id, "snapshot: undecodable transfer dropped");
             return;
         };
-        if meta.last_included_index != last_included_index {
+        if meta.last_included_index != index {
             return;
         }
-        // Decode before the core resets its log: a snapshot that does not load is dropped
-        // (the leader times out and sends it again) instead of leaving us without a state.
         let started = Instant::now();
         let Some((peers, store_bytes)) = decode_payload(&payload) else {
             tracing::warn!(node = %self.opts.id, "snapshot: undecodable payload dropped");
@@ -445,11 +476,9 @@ impl Driver {
                 return;
             }
         };
-        let peers = peers.clone();
-        if self.core.install_snapshot(msg.from, msg.term, meta.clone()) {
-            tracing::info!(node = %self.opts.id, index = %meta.last_included_index,
-                bytes = payload.len(), decode_ms = started.elapsed().as_millis() as u64,
-                "snapshot: received, installing");
+        if self.core.install_snapshot(from, term, meta.clone()) {
+            tracing::info!(node = %self.opts.id, %index, bytes = payload.len(),
+                decode_ms = started.elapsed().as_millis() as u64, "snapshot: received, installing");
             self.snapshots.staged = Some(Staged {
                 meta,
                 payload,
@@ -472,6 +501,7 @@ impl Driver {
         let (m, payload) = (s.meta, s.payload);
         self.storage.save_snapshot(&m, &payload)?;
         self.store = s.store;
+        self.snapshots.applied_bytes = 0;
         for (id, a) in s.peers {
             self.learn_member(id, a);
         }
@@ -484,5 +514,77 @@ impl Driver {
         tracing::info!(node = %self.opts.id, %index,
             load_ms = started.elapsed().as_millis() as u64, "snapshot: installed and loaded");
         Ok(())
+    }
+}
+
+/// The store from the recovered snapshot (or empty), the snapshot's metadata and payload,
+/// and the member addresses it carries (added to `peers`). A snapshot that does not decode is
+/// corruption: the node must not run on it.
+#[allow(clippy::type_complexity)]
+pub(super) fn restore_store(
+    opts: &super::NodeOptions,
+    snapshot: Option<(crate::raft::SnapshotMeta, Vec<u8>)>,
+    peers: &mut BTreeMap<NodeId, MemberAddrs>,
+) -> Result<
+    (
+        Store,
+        Option<crate::raft::SnapshotMeta>,
+        Option<(crate::raft::SnapshotMeta, Bytes)>,
+    ),
+    super::NodeStartError,
+> {
+    let config = crate::kv::StoreConfig::with_window_s(opts.idempotency_window_s);
+    let corrupt = |reason: String| {
+        super::NodeStartError::Storage(StorageError::Corrupt {
+            path: opts.data_dir.clone(),
+            offset: 0,
+            reason,
+        })
+    };
+    let Some((meta, data)) = snapshot else {
+        return Ok((Store::new(config), None, None));
+    };
+    let (known, store_bytes) =
+        decode_payload(&data).ok_or_else(|| corrupt("snapshot payload does not decode".into()))?;
+    let store = Store::restore_with(config, store_bytes)
+        .map_err(|e| corrupt(format!("snapshot does not decode: {e}")))?;
+    for (id, a) in known {
+        peers.entry(id).or_insert(a);
+    }
+    let latest = Some((meta.clone(), Bytes::from(data)));
+    Ok((store, Some(meta), latest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_and_transfer_round_trip() {
+        let peers = BTreeMap::from([(
+            NodeId(7),
+            MemberAddrs {
+                grpc: "10.0.0.7:35007".into(),
+                rest: "10.0.0.7:8007".into(),
+            },
+        )]);
+        let payload = encode_payload(&peers, b"store bytes");
+        let (back, store) = decode_payload(&payload).expect("decodes");
+        assert_eq!((back, store), (peers, b"store bytes".as_slice()));
+        // A bare store snapshot (no magic) is accepted as is; a truncated payload is not.
+        assert_eq!(
+            decode_payload(b"\x01abc").map(|p| p.1),
+            Some(b"\x01abc".as_slice())
+        );
+        assert!(decode_payload(&payload[..10]).is_none());
+        let meta = SnapshotMeta {
+            last_included_index: Index(42),
+            last_included_term: crate::raft::Term(3),
+            voters: vec![NodeId(1), NodeId(2)],
+            learners: vec![NodeId(9)],
+        };
+        let (m, p) = decode_transfer(encode_transfer(&meta, &payload)).expect("decodes");
+        assert_eq!((m, p.as_ref()), (meta, payload.as_slice()));
+        assert!(decode_transfer(Bytes::from_static(b"short")).is_none());
     }
 }

@@ -289,24 +289,28 @@ impl Sim {
             });
             return;
         }
-        let Some(inc) = self.nodes[n].incoming.take() else {
-            return;
-        };
+        if let Some(inc) = self.nodes[n].incoming.take() {
+            self.install_incoming(n, inc);
+        }
+    }
+
+    /// Every chunk of `inc` arrived on node `n`: hand it to the core.
+    fn install_incoming(&mut self, n: usize, inc: Incoming) {
         let Some((meta, state)) = decode(&inc.buf) else {
             self.fail(&format!("n{} assembled an undecodable snapshot", n + 1));
         };
-        if meta.last_included_index != last_included_index {
+        if meta.last_included_index != inc.index {
             self.fail(&format!("n{} assembled the wrong snapshot", n + 1));
         }
         let Some(raft) = self.nodes[n].raft.as_mut() else {
             return;
         };
-        if raft.install_snapshot(m.from, m.term, meta.clone()) {
+        if raft.install_snapshot(inc.from, inc.term, meta.clone()) {
+            let index = meta.last_included_index;
             self.log(format!(
-                "n{} installs snapshot {} from n{}",
+                "n{} installs snapshot {index} from n{}",
                 n + 1,
-                meta.last_included_index,
-                m.from.0
+                inc.from.0
             ));
             self.nodes[n].staged = Some((meta, state));
             self.stats.snapshots_installed += 1;

@@ -189,22 +189,7 @@ fn chaos_step(sim: &mut Sim, fault_pct: u32) {
                     Some(l) if sim.rng.random_bool(0.8) => l,
                     _ => target,
                 };
-                // Sometimes a burst arriving at once (batching, flow control, Busy).
-                let burst = if sim.rng.random_bool(0.05) {
-                    sim.rng.random_range(2..30)
-                } else {
-                    1
-                };
-                for _ in 0..burst {
-                    // Unique payloads; some padded, to exercise the byte limits.
-                    let pad = if sim.rng.random_bool(0.2) {
-                        sim.rng.random_range(0..300)
-                    } else {
-                        0
-                    };
-                    let data = Bytes::from(format!("c{}{}", sim.proposals.len(), ".".repeat(pad)));
-                    sim.submit(to, data);
-                }
+                proposals(sim, to);
             }
             60..75 => {
                 sim.read(target);
@@ -291,6 +276,25 @@ pub fn chaos_with_membership(sim: &mut Sim, chaos_ms: Time) {
     chaos(sim, chaos_ms);
 }
 
+/// Client proposals to `to`: sometimes a burst arriving at once (batching, flow control,
+/// Busy); unique payloads, some padded to exercise the byte limits.
+fn proposals(sim: &mut Sim, to: usize) {
+    let burst = if sim.rng.random_bool(0.05) {
+        sim.rng.random_range(2..30)
+    } else {
+        1
+    };
+    for _ in 0..burst {
+        let pad = if sim.rng.random_bool(0.2) {
+            sim.rng.random_range(0..300)
+        } else {
+            0
+        };
+        let data = Bytes::from(format!("c{}{}", sim.proposals.len(), ".".repeat(pad)));
+        sim.submit(to, data);
+    }
+}
+
 fn reshape_network(sim: &mut Sim, leader: Option<usize>) {
     let n = sim.nodes.len();
     match sim.rng.random_range(0..8) {
@@ -347,21 +351,7 @@ pub fn liveness(sim: &mut Sim) {
         sim.restart(i);
     }
     let t0 = sim.now;
-    // Every node back in its initial role (removed ones are added, and promoted again if
-    // they were voters). A node re-added from far behind must first catch up, entry by entry
-    // or through a snapshot, which a tiny tuning makes slow: it gets CATCH_UP_MS.
-    let changes = sim.stats.conf_changes;
-    for i in 0..n {
-        let voter = i < sim.opts.nodes;
-        if !sim.make_member(i, voter, LEADER_MS) {
-            sim.fail(&format!("n{} could not be made a member again", i + 1));
-        }
-    }
-    let apply_ms = if sim.stats.conf_changes > changes {
-        CATCH_UP_MS
-    } else {
-        COMMIT_MS
-    };
+    let apply_ms = restore_membership(sim);
     if !sim.run_until_true(LEADER_MS, stable_leader) {
         sim.fail(&format!(
             "no stable leader {LEADER_MS}ms after the faults stopped"
@@ -436,6 +426,25 @@ pub fn liveness(sim: &mut Sim) {
     sim.log(format!(
         "LIVE leader after {elected_ms}ms, sentinel {sentinel} applied everywhere"
     ));
+}
+
+/// Every node back in its initial role (removed ones are added, and promoted again if they
+/// were voters). A node re-added from far behind must first catch up, entry by entry or
+/// through a snapshot, which a tiny tuning makes slow: the bound for applying the sentinel
+/// everywhere is then CATCH_UP_MS instead of COMMIT_MS (returned).
+fn restore_membership(sim: &mut Sim) -> Time {
+    let changes = sim.stats.conf_changes;
+    for i in 0..sim.nodes.len() {
+        let voter = i < sim.opts.nodes;
+        if !sim.make_member(i, voter, LEADER_MS) {
+            sim.fail(&format!("n{} could not be made a member again", i + 1));
+        }
+    }
+    if sim.stats.conf_changes > changes {
+        CATCH_UP_MS
+    } else {
+        COMMIT_MS
+    }
 }
 
 /// One leader that every node follows, in one term.
