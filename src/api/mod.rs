@@ -214,6 +214,9 @@ async fn serve_connection<B: Backend>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.ctx.header_read_timeout)
+        // A client may shut down its write side once its request is sent (nc -N, many test
+        // tools); it still gets its answer instead of a connection closed at the EOF.
+        .half_close(true)
         .max_header_size(HEAD_BYTES_MAX)
         .max_headers(HEADERS_MAX)
         .max_buf_size(HEAD_BYTES_MAX.max(64 * 1024) + 16 * 1024);
