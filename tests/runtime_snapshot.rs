@@ -342,3 +342,85 @@ async fn join_time_on_a_loaded_cluster() {
         t.elapsed()
     );
 }
+
+/// Disk usage under a sustained write load (ignored: a measurement): `SNAP_DISK_KEYS` keys
+/// (default 200,000) of 128-byte values overwritten `SNAP_DISK_ROUNDS` times (default 3),
+/// then each data directory's size against the live data (keys + values). The goal:
+/// within 3x. `cargo test --release --test runtime_snapshot disk_usage -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run explicitly in release"]
+async fn disk_usage_under_sustained_writes() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (keys, rounds) = (env("SNAP_DISK_KEYS", 200_000), env("SNAP_DISK_ROUNDS", 3));
+    let mut c = Cluster::new("snap-disk");
+    for o in c.opts.iter_mut() {
+        o.snapshot_threshold = 10_000;
+        o.segment_bytes_max = 16 << 20;
+        o.fsync = rocinante::storage::Fsync::Never;
+    }
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let handles: Vec<NodeHandle> = (0..3).map(|i| c.handle(i)).collect();
+    let value = Bytes::from(vec![b'v'; 128]);
+    let changes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..rounds {
+        let tasks: Vec<_> = (0..64)
+            .map(|w| {
+                let (hs, value, changes) = (handles.clone(), value.clone(), changes.clone());
+                tokio::spawn(async move {
+                    let mut at = 0;
+                    for k in (w..keys).step_by(64) {
+                        let key = Bytes::from(format!("key/{k:010}"));
+                        // Like a client: on "not the leader", try the next node.
+                        loop {
+                            let op = Op::Put {
+                                key: key.clone(),
+                                value: value.clone(),
+                                if_revision: None,
+                            };
+                            match hs[at % 3].write(op, None).await {
+                                Ok(_) => break,
+                                Err(_) => {
+                                    at += 1;
+                                    changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("writer");
+        }
+    }
+    eprintln!(
+        "refused writes retried: {}",
+        changes.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let live = keys as u64 * (14 + 128);
+    for i in 0..3 {
+        let dir = c.opts[i].data_dir.clone();
+        let size: u64 = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        eprintln!(
+            "node {i}: {} MiB on disk for {} MiB live ({:.2}x) after {rounds} rounds of {keys} keys",
+            size >> 20,
+            live >> 20,
+            size as f64 / live as f64
+        );
+    }
+}
