@@ -147,7 +147,7 @@ impl NodeOptions {
             uncommitted_entries_max: 100_000,
             shutdown_grace_ms: 2000,
             peer_limits: PeerLimits::default(),
-            snapshot_threshold: 10_000,
+            snapshot_threshold: crate::config::SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT,
             snapshot_threshold_bytes: 256 << 20,
             compaction_tail_entries: 1_000,
             snapshot_chunk_bytes: 1 << 20,
