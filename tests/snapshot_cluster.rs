@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{free_ports, get, poll, put};
+use support::{free_ports, get, poll, put, write_spec};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -42,21 +42,8 @@ impl Procs {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let p = free_ports(2 * n);
-        let mut yaml = format!(
-            "artifact:\n  cluster:\n    name: {name}\n    snapshot_threshold: {snapshot_threshold}\n    controllers:\n"
-        );
-        for i in 0..n {
-            yaml.push_str(&format!(
-                "      - {{ address: 127.0.0.1, port: {}, rest: {} }}\n",
-                p[2 * i],
-                p[2 * i + 1]
-            ));
-        }
-        let spec = dir.join("spec.yaml");
-        std::fs::write(&spec, yaml).expect("spec");
-        let rest = (0..n)
-            .map(|i| format!("127.0.0.1:{}", p[2 * i + 1]))
-            .collect();
+        let extra = format!("    snapshot_threshold: {snapshot_threshold}\n");
+        let (spec, rest) = write_spec(&dir, name, &extra, &p);
         let mut procs = Procs {
             dir,
             spec,

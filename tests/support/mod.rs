@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +23,26 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
+}
+
+/// Write `dir/spec.yaml` for one node per (gRPC, REST) pair in `ports`, with `extra` cluster
+/// keys (each line indented four spaces, e.g. "    snapshot_threshold: 300\n"). Returns the
+/// spec's path and each node's REST "127.0.0.1:port".
+pub fn write_spec(dir: &Path, name: &str, extra: &str, ports: &[u16]) -> (PathBuf, Vec<String>) {
+    let mut yaml = format!("artifact:\n  cluster:\n    name: {name}\n{extra}    controllers:\n");
+    for pair in ports.chunks_exact(2) {
+        yaml.push_str(&format!(
+            "      - {{ address: 127.0.0.1, port: {}, rest: {} }}\n",
+            pair[0], pair[1]
+        ));
+    }
+    let spec = dir.join("spec.yaml");
+    std::fs::write(&spec, yaml).expect("write spec");
+    let rest = ports
+        .chunks_exact(2)
+        .map(|pair| format!("127.0.0.1:{}", pair[1]))
+        .collect();
+    (spec, rest)
 }
 
 static DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -46,19 +66,7 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
-        let mut yaml = String::from("artifact:\n  cluster:\n    name: test\n    controllers:\n");
-        for i in 0..n {
-            yaml.push_str(&format!(
-                "      - {{ address: 127.0.0.1, port: {}, rest: {} }}\n",
-                ports[2 * i],
-                ports[2 * i + 1]
-            ));
-        }
-        let spec = dir.join("spec.yaml");
-        std::fs::write(&spec, yaml).expect("write spec");
-        let rest = (0..n)
-            .map(|i| format!("127.0.0.1:{}", ports[2 * i + 1]))
-            .collect();
+        let (spec, rest) = write_spec(&dir, "test", "", &ports);
         let mut cluster = Cluster {
             dir,
             spec,
